@@ -1,0 +1,11 @@
+# This file is part of fuelpay.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+from trytond.tests.test_tryton import ModuleTestCase
+
+
+class FuelPlateTestCase(ModuleTestCase):
+    "Test Fuel Plate module: the module activates on top of its dependencies"
+    module = 'fuel_plate'
+
+
+del ModuleTestCase
