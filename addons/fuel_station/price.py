@@ -112,6 +112,7 @@ class PriceSet(Workflow, ModelSQL, ModelView):
                 })
         cls.__rpc__.update({
                 'price_in_force': RPC(),
+                'activate_due': RPC(readonly=False),
                 })
 
     @classmethod
@@ -227,9 +228,12 @@ class PriceSet(Workflow, ModelSQL, ModelView):
 
     @classmethod
     def activate_due(cls, date=None):
-        "Activate the approved sets whose effective time has come"
-        if date is None:
-            date = dt.datetime.now()
+        """Activate the approved sets whose effective time has come
+
+        The date is never later than now, so calling it early (over RPC)
+        does nothing the cron would not do."""
+        now = dt.datetime.now()
+        date = min(date, now) if date else now
         prices = cls.search([
                 ('state', '=', 'approved'),
                 ('effective_date', '<=', date),
