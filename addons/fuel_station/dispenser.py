@@ -142,6 +142,10 @@ class Tank(CompanyFromStationMixin, DeactivableMixin, ModelSQL, ModelView):
     name = fields.Char("Name", required=True)
     grade = fields.Many2One(
         'product.product', "Grade", required=True,
+        context={
+            'company': Eval('company', -1),
+            },
+        depends={'company'},
         domain=[
             ('fuel_energy', '!=', None),
             ('fuel_energy', '!=', 'electricity'),
@@ -195,6 +199,10 @@ class Nozzle(CompanyFromStationMixin, Workflow, ModelSQL, ModelView):
         "unique in the station; drivers quote it to pay.")
     grade = fields.Many2One(
         'product.product', "Grade", required=True,
+        context={
+            'company': Eval('company', -1),
+            },
+        depends={'company'},
         domain=[('fuel_energy', '!=', None)])
     tank = fields.Many2One(
         'fuel.station.tank', "Tank",

@@ -321,6 +321,10 @@ class PriceLine(ModelSQL, ModelView):
             })
     grade = fields.Many2One(
         'product.product', "Grade", required=True,
+        context={
+            'company': Eval('company', -1),
+            },
+        depends={'company'},
         domain=[('fuel_energy', '!=', None)],
         states={
             'readonly': Eval('price_state') != 'draft',
@@ -334,6 +338,9 @@ class PriceLine(ModelSQL, ModelView):
         help="Per unit of the grade, taxes included.")
     unit = fields.Function(
         fields.Many2One('product.uom', "Unit"), 'on_change_with_unit')
+    company = fields.Function(
+        fields.Many2One('company.company', "Operator"),
+        'on_change_with_company', searcher='search_price_field')
     effective_date = fields.Function(
         fields.DateTime("Effective Date"), 'on_change_with_effective_date',
         searcher='search_price_field')
@@ -374,6 +381,10 @@ class PriceLine(ModelSQL, ModelView):
     @fields.depends('grade')
     def on_change_with_unit(self, name=None):
         return self.grade.default_uom if self.grade else None
+
+    @fields.depends('price', '_parent_price.company')
+    def on_change_with_company(self, name=None):
+        return self.price.company if self.price else None
 
     @fields.depends('price', '_parent_price.effective_date')
     def on_change_with_effective_date(self, name=None):
