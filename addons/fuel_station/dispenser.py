@@ -259,7 +259,7 @@ class Nozzle(CompanyFromStationMixin, Workflow, ModelSQL, ModelView):
     def get_energies(cls):
         pool = Pool()
         Template = pool.get('product.template')
-        return Template.fuel_energy.selection
+        return Template.fields_get(['fuel_energy'])['fuel_energy']['selection']
 
     @fields.depends('grade')
     def on_change_with_energy(self, name=None):
