@@ -20,7 +20,12 @@ class Company(metaclass=PoolMeta):
         ModelData = pool.get('ir.model.data')
         User = pool.get('res.user')
         group_id = ModelData.get_id('fuel_station', 'group_fuel_admin')
-        users = User.search([('groups', '=', group_id)])
+        # users without company yet get their first one from the company
+        # configuration wizard, which looks for them
+        users = User.search([
+                ('groups', '=', group_id),
+                ('companies', '!=', None),
+                ])
         if users:
             User.write(users, {
                     'companies': [('add', [c.id for c in companies])],

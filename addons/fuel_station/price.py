@@ -112,7 +112,8 @@ class PriceSet(Workflow, ModelSQL, ModelView):
                 })
         cls.__rpc__.update({
                 'price_in_force': RPC(),
-                'activate_due': RPC(readonly=False),
+                'activate_due': RPC(
+                    readonly=False, result=lambda r: list(map(int, r))),
                 })
 
     @classmethod
@@ -410,8 +411,10 @@ class PriceLine(ModelSQL, ModelView):
     def check_modification(cls, mode, lines, values=None, external=False):
         super().check_modification(
             mode, lines, values=values, external=external)
+        # the lines of a cancelled set go with it when it is deleted
+        editable = {'draft', 'cancelled'} if mode == 'delete' else {'draft'}
         for line in lines:
-            if line.price.state != 'draft':
+            if line.price.state not in editable:
                 raise PriceModificationError(gettext(
                         'fuel_station.msg_price_modify_approved',
                         price=line.price.rec_name,

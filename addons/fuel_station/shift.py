@@ -166,8 +166,10 @@ class Shift(CompanyFromStationMixin, Workflow, ModelSQL, ModelView):
             self.station.code, self.state_string)
 
     def get_number(self):
-        return '%s-%s' % (
-            self.station.code, self.start_date.strftime('%Y%m%d-%H%M%S'))
+        # the id keeps two shifts opened in the same second apart
+        return '%s-%s-%s' % (
+            self.station.code, self.start_date.strftime('%Y%m%d-%H%M'),
+            self.id)
 
     @classmethod
     @ModelView.button
@@ -370,8 +372,8 @@ class Reading(ModelSQL, ModelView):
                 raise ShiftModificationError(gettext(
                         'fuel_station.msg_shift_closed_modify',
                         shift=reading.shift.rec_name))
-            if (mode == 'write' and locked
-                    and reading.shift.state != 'draft'):
+            if (reading.shift.state != 'draft'
+                    and (mode in {'create', 'delete'} or locked)):
                 raise ShiftModificationError(gettext(
                         'fuel_station.msg_reading_opening_locked',
                         shift=reading.shift.rec_name,

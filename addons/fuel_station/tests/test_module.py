@@ -141,8 +141,12 @@ class FuelStationTestCase(CompanyTestMixin, ModuleTestCase):
         pool = Pool()
         User = pool.get('res.user')
         admin = User(Transaction().user)
-        company = create_company()
-        self.assertIn(company, User(admin.id).companies)
+        first = create_company("Operator A")
+        # the company configuration wizard gives the first one
+        self.assertNotIn(first, User(admin.id).companies)
+        User.write([admin], {'companies': [('add', [first.id])]})
+        second = create_company("Operator B")
+        self.assertIn(second, User(admin.id).companies)
 
     @with_transaction()
     def test_tenant_isolation(self):
