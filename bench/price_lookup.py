@@ -17,14 +17,11 @@ from decimal import Decimal
 
 os.environ.setdefault('DB_NAME', ':memory:')
 
-from trytond.modules.company.tests import (  # noqa: E402
-    create_company, set_company)
-from trytond.pool import Pool  # noqa: E402
-from trytond.tests.test_tryton import (  # noqa: E402
-    activate_module, with_transaction)
+from trytond.modules.company.tests import create_company, set_company
+from trytond.pool import Pool
+from trytond.tests.test_tryton import activate_module, with_transaction
 
-from addons.fuel_station.tests.test_module import (  # noqa: E402
-    create_grade, create_station)
+from addons.fuel_station.tests.test_module import create_grade, create_station
 
 HISTORIES = [10, 1000]
 LOOKUPS = 300

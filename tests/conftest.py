@@ -78,6 +78,7 @@ def server(tmp_path_factory):
 
     run_sql(uri, f'CREATE DATABASE "{database}"')
     process = None
+    log = open(tmp / 'trytond.log', 'w')  # noqa: SIM115 closed below
     try:
         subprocess.run([
                 VENV_BIN / 'trytond-admin', '-c', config, '-d', database,
@@ -89,7 +90,6 @@ def server(tmp_path_factory):
                 '--config', config,
                 '--admin-password-file', str(password_file)],
             env=env, check=True, cwd=ROOT)
-        log = open(tmp / 'trytond.log', 'w')
         process = subprocess.Popen(
             # -d loads the pool at start: a first request authenticated
             # with HTTP Basic on an unloaded pool fails in trytond 8.0
@@ -102,6 +102,7 @@ def server(tmp_path_factory):
         if process:
             process.terminate()
             process.wait(timeout=30)
+        log.close()
         run_sql(uri, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 

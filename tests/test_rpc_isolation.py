@@ -6,11 +6,11 @@ The demo has two operators: Lanshan Energy (stations A01, A02) and Heping
 Fuel (station B01).  Their users must not see each other's stations, price
 sets or shifts, and station staff only their stations."""
 import base64
-from decimal import Decimal
 import json
 import urllib.parse
 import urllib.request
 import xmlrpc.client
+from decimal import Decimal
 
 import pytest
 

@@ -186,8 +186,8 @@ def load_warehouse(code):
                 ('input', 'storage'), ('output', 'storage'),
                 ('storage', 'storage')]:
             kinds[kind] = Location(
-                name=f"{code} {kind.title()}", code=f'{code}-{kind[:3].upper()}',
-                type=type_)
+                name=f"{code} {kind.title()}",
+                code=f'{code}-{kind[:3].upper()}', type=type_)
             kinds[kind].save()
         warehouse = Location(
             name=f"{code} Forecourt", code=code, type='warehouse',
@@ -340,7 +340,7 @@ def load(password):
     load_admin(companies, password)
     grades = load_grades()
     activated = []
-    for operator, company in zip(OPERATORS, companies):
+    for operator, company in zip(OPERATORS, companies, strict=True):
         stations = {
             s['code']: load_station(company, s, grades)
             for s in operator['stations']}

@@ -2,7 +2,13 @@
 # this repository contains the full copyright notices and license terms.
 from trytond.i18n import gettext
 from trytond.model import (
-    DeactivableMixin, ModelSQL, ModelView, Unique, Workflow, fields)
+    DeactivableMixin,
+    ModelSQL,
+    ModelView,
+    Unique,
+    Workflow,
+    fields,
+)
 from trytond.pool import Pool
 from trytond.pyson import Eval, If
 

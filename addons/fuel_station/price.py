@@ -3,16 +3,18 @@
 import datetime as dt
 
 from trytond.i18n import gettext
+from trytond.model import Index, ModelSQL, ModelView, Unique, Workflow, fields
 from trytond.model.exceptions import AccessError
-from trytond.model import (
-    Index, ModelSQL, ModelView, Unique, Workflow, fields)
 from trytond.pool import Pool
 from trytond.pyson import Eval, If
 from trytond.rpc import RPC
 from trytond.transaction import Transaction
 
 from .exceptions import (
-    PriceConflictError, PriceModificationError, PriceValidationError)
+    PriceConflictError,
+    PriceModificationError,
+    PriceValidationError,
+)
 
 STATES = [
     ('draft', "Draft"),
@@ -290,8 +292,9 @@ class PriceSet(Workflow, ModelSQL, ModelView):
         if not lines:
             return None, None
         latest = [
-            l for l in lines if l.effective_date == lines[0].effective_date]
-        line = min(latest, key=lambda l: l.price.scope != 'station')
+            line for line in lines
+            if line.effective_date == lines[0].effective_date]
+        line = min(latest, key=lambda line: line.price.scope != 'station')
         return line.price, line.unit_price
 
     @classmethod

@@ -5,17 +5,25 @@ from decimal import Decimal
 
 from sql import Literal
 from sql.operators import Equal
-
 from trytond.i18n import gettext
 from trytond.model import (
-    Exclude, ModelSQL, ModelView, Unique, Workflow, fields)
+    Exclude,
+    ModelSQL,
+    ModelView,
+    Unique,
+    Workflow,
+    fields,
+)
 from trytond.pool import Pool
-from trytond.pyson import Eval, If
+from trytond.pyson import Eval
 from trytond.transaction import Transaction
 from trytond.wizard import Button, StateAction, StateView, Wizard
 
 from .exceptions import (
-    ReadingBackwardsError, ShiftCloseError, ShiftModificationError)
+    ReadingBackwardsError,
+    ShiftCloseError,
+    ShiftModificationError,
+)
 from .station import CompanyFromStationMixin
 
 VOLUME_DIGITS = (18, 3)

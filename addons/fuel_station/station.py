@@ -1,12 +1,17 @@
 # This file is part of fuelpay.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
-from sql import Null
 
 from trytond.i18n import gettext
 from trytond.model import (
-    DeactivableMixin, Index, ModelSQL, ModelView, Unique, Workflow, fields)
-from trytond.pool import Pool
-from trytond.pyson import Eval, If
+    DeactivableMixin,
+    Index,
+    ModelSQL,
+    ModelView,
+    Unique,
+    Workflow,
+    fields,
+)
+from trytond.pyson import Eval
 from trytond.tools import timezone as tz
 from trytond.transaction import Transaction
 

@@ -4,7 +4,7 @@ from trytond.tests.test_tryton import ModuleTestCase
 
 
 class FuelDeviceTestCase(ModuleTestCase):
-    "Test Fuel Device module: the module activates on top of its dependencies"
+    "Test Fuel Device module: it activates on top of its dependencies"
     module = 'fuel_device'
 
 

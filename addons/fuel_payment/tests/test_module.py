@@ -4,7 +4,7 @@ from trytond.tests.test_tryton import ModuleTestCase
 
 
 class FuelPaymentTestCase(ModuleTestCase):
-    "Test Fuel Payment module: the module activates on top of its dependencies"
+    "Test Fuel Payment module: it activates on top of its dependencies"
     module = 'fuel_payment'
 
 

@@ -4,7 +4,7 @@ from trytond.tests.test_tryton import ModuleTestCase
 
 
 class FuelPlateTestCase(ModuleTestCase):
-    "Test Fuel Plate module: the module activates on top of its dependencies"
+    "Test Fuel Plate module: it activates on top of its dependencies"
     module = 'fuel_plate'
 
 

@@ -4,7 +4,7 @@ from trytond.tests.test_tryton import ModuleTestCase
 
 
 class FuelPromotionTestCase(ModuleTestCase):
-    "Test Fuel Promotion module: the module activates on top of its dependencies"
+    "Test Fuel Promotion module: it activates on top of its dependencies"
     module = 'fuel_promotion'
 
 

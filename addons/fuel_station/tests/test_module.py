@@ -5,7 +5,10 @@ from decimal import Decimal
 
 from trytond.model.exceptions import AccessError
 from trytond.modules.company.tests import (
-    CompanyTestMixin, create_company, set_company)
+    CompanyTestMixin,
+    create_company,
+    set_company,
+)
 from trytond.pool import Pool
 from trytond.tests.test_tryton import ModuleTestCase, with_transaction
 from trytond.transaction import Transaction, check_access
