@@ -1,6 +1,9 @@
 # This file is part of fuelpay.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
 import datetime as dt
+import pathlib
+import re
+import xml.etree.ElementTree as ET
 from decimal import Decimal
 
 from trytond.model.exceptions import AccessError
@@ -64,6 +67,19 @@ def create_user(login, company, role, stations=()):
 class FuelStationTestCase(CompanyTestMixin, ModuleTestCase):
     "Test Fuel Station module"
     module = 'fuel_station'
+
+    def test_every_message_shown_by_a_test(self):
+        "Test each message text of message.xml is expected by a test"
+        tests = pathlib.Path(__file__).parent
+        module = tests.parent
+        expected = '\n'.join(
+            p.read_text() for p in sorted(tests.iterdir())
+            if p.suffix in {'.rst', '.py'} and p.name != 'test_module.py')
+        for record in ET.parse(module / 'message.xml').iter('record'):
+            text = record.find('field').text
+            fragment = max(re.split(r'%\(\w+\)s', text), key=len)
+            with self.subTest(message=record.get('id')):
+                self.assertTrue(fragment in expected, msg=fragment)
 
     def create_price(self, company, lines, hours, station=None):
         pool = Pool()
