@@ -129,8 +129,16 @@ def test_xmlrpc_price_sets_and_shifts_isolated(server):
         0, None, None)
     with pytest.raises(xmlrpc.client.Fault):
         call(lanshan, 'fuel.station.price', 'read', [heping_price], ['name'])
+    with pytest.raises(xmlrpc.client.Fault):
+        call(lanshan, 'fuel.station.price', 'write', [heping_price],
+            {'name': "Hijacked"})
+    with pytest.raises(xmlrpc.client.Fault):
+        call(lanshan, 'fuel.station.price', 'approve', [heping_price])
     heping_shift, = call(heping, 'fuel.station.shift', 'search', [],
         0, None, None)
+    with pytest.raises(xmlrpc.client.Fault):
+        call(lanshan, 'fuel.station.shift', 'read', [heping_shift],
+            ['number'])
     with pytest.raises(xmlrpc.client.Fault):
         call(lanshan, 'fuel.station.shift', 'write', [heping_shift],
             {'notes': "x"})

@@ -37,6 +37,8 @@ MODULES = [
     'fuel_station', 'fuel_payment', 'fuel_promotion', 'fuel_device',
     'fuel_plate']
 ADMIN_EMAIL = 'admin@example.com'
+# loaded with the modules so users can pick Chinese in their preferences
+LANGUAGES = ['zh_CN']
 ADMIN_PASSWORD_FILE = VAR / 'admin-password'
 # sao refuses a server of another major.minor; 8.0.11 is the last 8.0 on npm
 SAO_VERSION = '8.0.11'
@@ -142,7 +144,8 @@ def ensure_sao() -> Path:
             and stamp.read_text().strip() == SAO_VERSION):
         return SAO_ROOT
     if shutil.which('npm') is None:
-        raise FuelError('npm is missing: install nodejs and npm')
+        # Debian's npm brings nodejs
+        apt_install(['npm'])
     log(f'downloading the web client tryton-sao {SAO_VERSION}')
     shutil.rmtree(SAO_DIR, ignore_errors=True)
     SAO_DIR.mkdir(parents=True)
@@ -268,11 +271,11 @@ def set_up_database(db: Database, env: dict[str, str], password: str) -> None:
         # (trytond-admin then keeps the password as is) but no modules
         log(f'activating {", ".join(MODULES)} in the {db.label}')
         args += ['-u', *MODULES, '--activate-dependencies',
-            '--email', ADMIN_EMAIL, '--password']
+            '--email', ADMIN_EMAIL, '--password', '-l', *LANGUAGES]
     else:
         if state['addons'] != wanted['addons']:
             log(f'addons/ changed: updating the modules of the {db.label}')
-            args.append('--all')
+            args += ['--all', '-l', *LANGUAGES]
         if state.get('password') != wanted['password']:
             log(f'setting the admin password of the {db.label}')
             args.append('--password')
