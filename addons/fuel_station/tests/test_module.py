@@ -192,6 +192,8 @@ class FuelStationTestCase(CompanyTestMixin, ModuleTestCase):
             b1 = create_station(company_b, 'B1')
             price_b = self.create_price(company_b, [(grade, '7.6')], 1)
         admin_a = create_user('a_admin', company_a, 'role_operator_admin')
+        manager = create_user(
+            'a2_manager', company_a, 'role_station_manager', [a2])
         attendant = create_user(
             'a1_attendant', company_a, 'role_attendant', [a1])
 
@@ -215,6 +217,13 @@ class FuelStationTestCase(CompanyTestMixin, ModuleTestCase):
             self.assertEqual(Nozzle.search([]), [])
             with self.assertRaises(AccessError):
                 Station.write([Station(a1.id)], {'name': "Renamed"})
+
+        with Transaction().set_user(manager.id), check_access():
+            self.assertEqual(Price.search([]), [local_a2, price_a])
+            # a station manager manages the prices of its station only
+            Price.draft([Price(local_a2.id)])
+            with self.assertRaises(AccessError):
+                Price.draft([Price(price_a.id)])
 
         # the platform administrator sees every operator
         User = pool.get('res.user')
