@@ -6,13 +6,15 @@ import re
 import xml.etree.ElementTree as ET
 from decimal import Decimal
 
+import polib
+
 from trytond.model.exceptions import AccessError
 from trytond.modules.company.tests import (
     CompanyTestMixin,
     create_company,
     set_company,
 )
-from trytond.pool import Pool
+from trytond.pool import Pool, isregisteredby
 from trytond.tests.test_tryton import ModuleTestCase, with_transaction
 from trytond.transaction import Transaction, check_access
 
@@ -67,6 +69,42 @@ def create_user(login, company, role, stations=()):
 class FuelStationTestCase(CompanyTestMixin, ModuleTestCase):
     "Test Fuel Station module"
     module = 'fuel_station'
+
+    def test_zh_cn_translation_complete(self):
+        "Test every string of the module is translated into zh_CN"
+        module = pathlib.Path(__file__).parent.parent
+        po = polib.pofile(str(module / 'locale' / 'zh_CN.po'))
+        self.assertEqual(
+            [e.msgctxt for e in po.untranslated_entries()], [])
+        self.assertEqual([e.msgctxt for e in po.fuzzy_entries()], [])
+        contexts = {e.msgctxt for e in po}
+        for record in ET.parse(module / 'message.xml').iter('record'):
+            key = f"model:ir.message,text:{record.get('id')}"
+            self.assertTrue(key in contexts, msg=key)
+
+    @with_transaction()
+    def test_zh_cn_translation_covers_fields(self):
+        "Test every field and model of the module has a zh_CN string"
+        pool = Pool()
+        module = pathlib.Path(__file__).parent.parent
+        po = polib.pofile(str(module / 'locale' / 'zh_CN.po'))
+        contexts = {e.msgctxt for e in po}
+        # fields every model has (id, create_date, rec_name, ...)
+        base_fields = set.intersection(*(
+                set(pool.get(m)._fields) for m in [
+                    'ir.lang', 'ir.model.data', 'res.user-res.group']))
+        base_fields.add('active')
+        for name, model in pool.iterobject():
+            if (not isregisteredby(model, self.module)
+                    or not name.startswith('fuel.')):
+                continue
+            key = f'model:{name},string:'
+            self.assertTrue(key in contexts, msg=key)
+            for fname, field in model._fields.items():
+                if fname in base_fields:
+                    continue
+                key = f'field:{name},{fname}:'
+                self.assertTrue(key in contexts, msg=key)
 
     def test_every_message_shown_by_a_test(self):
         "Test each message text of message.xml is expected by a test"
