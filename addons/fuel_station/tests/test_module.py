@@ -9,6 +9,7 @@ from decimal import Decimal
 import polib
 
 from trytond.model.exceptions import AccessError
+from trytond.model.modelview import AccessButtonError
 from trytond.modules.company.tests import (
     CompanyTestMixin,
     create_company,
@@ -258,10 +259,20 @@ class FuelStationTestCase(CompanyTestMixin, ModuleTestCase):
 
         with Transaction().set_user(manager.id), check_access():
             self.assertEqual(Price.search([]), [local_a2, price_a])
-            # a station manager manages the prices of its station only
-            Price.draft([Price(local_a2.id)])
+            # a station manager prepares the prices of its station only
+            draft = dict(
+                company=company_a.id, name="Manager draft",
+                effective_date=dt.datetime.now() + dt.timedelta(days=1))
+            Price.create([dict(draft, scope='station', station=a2.id)])
             with self.assertRaises(AccessError):
-                Price.draft([Price(price_a.id)])
+                Price.create([dict(draft, scope='station', station=a1.id)])
+            with self.assertRaises(AccessError):
+                Price.create([dict(draft, scope='operator')])
+            with self.assertRaises(AccessError):
+                Price.write([Price(price_a.id)], {'name': "Changed"})
+            # and withdrawing an approved set is for administrators
+            with self.assertRaises(AccessButtonError):
+                Price.draft([Price(local_a2.id)])
 
         # the platform administrator sees every operator
         User = pool.get('res.user')
