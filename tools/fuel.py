@@ -533,14 +533,26 @@ def build_phases(pg_uri: str, pg_bin: Path | None, cache: Path,
         ]
 
 
-def run_phase(phase: Phase, args: list[str], report: Path) -> Counts | None:
-    "Run one phase; its counts, or None when it collected nothing."
+# The module phases run side by side: the SQLite one keeps one core busy,
+# the PostgreSQL one splits between pytest and the server; on two cores
+# this saves the length of the shorter phase.
+PARALLEL_PHASES = ('sqlite', 'postgresql')
+
+
+def pytest_command(phase: Phase, args: list[str], report: Path) -> list[str]:
+    return [str(venv_tool('python')), '-m', 'pytest', '-q',
+        '-p', 'no:cacheprovider', f'--junitxml={report}',
+        phase.target, *args]
+
+
+def phase_header(phase: Phase, args: list[str], note: str = '') -> None:
     print(f'\n===== phase {phase.name}: '
-        f'{shlex.join(["pytest", phase.target, *args])} =====', flush=True)
-    code = subprocess.run([venv_tool('python'), '-m', 'pytest', '-q',
-            '-p', 'no:cacheprovider', f'--junitxml={report}',
-            phase.target, *args],
-        cwd=ROOT, env=phase.env, check=False).returncode
+        f'{shlex.join(["pytest", phase.target, *args])} ====={note}',
+        flush=True)
+
+
+def phase_counts(code: int, report: Path) -> Counts | None:
+    "A phase's counts, or None when it collected nothing."
     if code == PYTEST_NO_TESTS:
         return None
     counts = junit_counts(report)
@@ -550,15 +562,64 @@ def run_phase(phase: Phase, args: list[str], report: Path) -> Counts | None:
     return counts
 
 
+def run_phase(phase: Phase, args: list[str], report: Path) -> Counts | None:
+    "Run one phase with its output streamed."
+    phase_header(phase, args)
+    code = subprocess.run(pytest_command(phase, args, report),
+        cwd=ROOT, env=phase.env, check=False).returncode
+    return phase_counts(code, report)
+
+
+def run_parallel_phases(phases: list[Phase], args: list[str],
+        results: Path) -> dict[str, Counts | None]:
+    "Run phases at once; show each one's output whole when it ends."
+    outcome: dict[str, Counts | None] = {}
+    with contextlib.ExitStack() as stack:
+        running = []
+        for phase in phases:
+            output = stack.enter_context(
+                open(results / f'{phase.name}.log', 'w+'))
+            process = subprocess.Popen(
+                pytest_command(phase, args, results / f'{phase.name}.xml'),
+                cwd=ROOT, env=phase.env, stdout=output,
+                stderr=subprocess.STDOUT)
+            stack.callback(stop_process, process)
+            running.append((phase, process, output))
+        log('running the phases ' + ', '.join(p.name for p in phases)
+            + ' side by side; each shows its output when it ends')
+        for phase, process, output in running:
+            code = process.wait()
+            phase_header(phase, args)
+            output.seek(0)
+            shutil.copyfileobj(output, sys.stdout)
+            sys.stdout.flush()
+            outcome[phase.name] = phase_counts(
+                code, results / f'{phase.name}.xml')
+    return outcome
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    "Stop a phase still running (interrupted run)."
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=CHILD_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def run_phases(
         phases: list[Phase], args: list[str]) -> dict[str, Counts | None]:
     results = VAR / 'test-results'
     shutil.rmtree(results, ignore_errors=True)
     results.mkdir(parents=True)
-    outcome = {}
+    parallel = [p for p in phases if p.name in PARALLEL_PHASES]
+    outcome = run_parallel_phases(parallel, args, results)
     for phase in phases:
-        outcome[phase.name] = run_phase(
-            phase, args, results / f'{phase.name}.xml')
+        if phase not in parallel:
+            outcome[phase.name] = run_phase(
+                phase, args, results / f'{phase.name}.xml')
     return outcome
 
 
