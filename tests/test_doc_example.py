@@ -24,7 +24,9 @@ def test_example_lists_own_nozzles_with_prices(server):
     lines = result.stdout.splitlines()
     nozzle = next(line for line in lines if line.startswith('A01 nozzle 1 '))
     assert '92# Petrol' in nozzle and '7.5800' in nozzle
-    hydrogen = next(line for line in lines if 'Hydrogen' in line)
+    hydrogen = next(
+        line for line in lines
+        if line.startswith('A02 nozzle') and 'Hydrogen' in line)
     assert '33.8000' in hydrogen  # the A02 station price
     assert not any(line.startswith('B01') for line in lines)
 
