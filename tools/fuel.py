@@ -80,11 +80,15 @@ def is_root() -> bool:
 
 
 def raise_on_termination() -> None:
-    "Make SIGTERM and SIGHUP behave like Ctrl-C so `finally` blocks run."
+    """Make SIGTERM and SIGHUP behave like Ctrl-C so `finally` blocks run.
+
+    SIGINT too: a shell starting us in the background leaves it ignored,
+    and Python keeps an inherited SIG_IGN."""
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGHUP, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run(cmd: Sequence[str | Path], **kwargs: Any) -> None:
