@@ -3,7 +3,7 @@
 """The fuelpay station service (IoT box)
 
 It will run on the station LAN, poll the dispensers (Wayne DART over serial,
-TCP or UDP), keep a store-and-forward outbox and talk to the server.  None
-of it is built yet: see issue "fuel_device + iot_box" and
-doc/modules/iot_box.md.
+TCP or UDP), keep a store-and-forward outbox and talk to the server.  Only
+the pure DART codec (protocols/dart.py) is built: see issue "fuel_device +
+iot_box" and doc/modules/iot_box.md.
 """
