@@ -1,0 +1,537 @@
+# This file is part of fuelpay.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+"""Station service configuration: one TOML file, validated once
+
+`load_config(path)` reads the TOML file into frozen dataclasses and checks
+everything it can before anything starts: a typo, a missing key or a value
+out of range raises `ConfigError` naming the key path (for example
+``dispensers[1].nozzles[0].station_number``).  Unknown keys are refused.
+
+Relative paths (`server.key_file`, `outbox_path`) are relative to the
+directory of the configuration file.  TOML floats are read as Decimals so
+that money and volume limits are exact; the box key lives in a separate
+file that must not be readable by group or others, and is held in a
+`Secret` that never shows in a repr.
+
+Example::
+
+    station_code = "ST001"
+    outbox_path = "outbox.sqlite"
+    status_listen = "127.0.0.1:8470"
+
+    [server]
+    url = "https://fuelpay.example.com"
+    key_file = "box.key"
+
+    [fallback]
+    max_amount = 150.00
+    max_volume = 100.000
+
+    [[dispensers]]
+    name = "pump-1"
+    connection = "serial"
+    serial_port = "/dev/ttyUSB0"
+    address = 0x50
+    nozzles = [{number = 1, station_number = 1}]
+"""
+from __future__ import annotations
+
+import enum
+import ipaddress
+import logging
+import os
+import stat
+import tomllib
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, TypeVar
+
+from iot_box.protocols.dart import MAX_ADDRESS, MAX_NOZZLE, MIN_ADDRESS
+
+__all__ = [
+    'BoxConfig',
+    'ConfigError',
+    'Connection',
+    'DispenserConfig',
+    'FallbackMode',
+    'FallbackPolicy',
+    'ListenAddress',
+    'NozzleConfig',
+    'Parity',
+    'Protocol',
+    'Secret',
+    'ServerConfig',
+    'load_config',
+    'read_key',
+]
+
+logger = logging.getLogger(__name__)
+
+# A request to the server that takes longer than this is treated as a
+# link failure (fallback mode); long enough for a slow mobile uplink
+DEFAULT_TIMEOUT = 10.0
+# DART lines run at 9600 baud, odd parity (DART_NOTES.md, line layer)
+DEFAULT_BAUDRATE = 9600
+# One poll cycle over a DART line of a few pumps takes tens of
+# milliseconds at 9600 baud; 0.1 s keeps authorisation latency low without
+# saturating the line
+DEFAULT_POLL_INTERVAL = 0.1
+# Rates that RS-485 serial servers and USB adapters commonly support
+BAUDRATES = frozenset({
+        1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200})
+# The key file must not be readable, writable or executable by group or
+# others: any of these bits set is refused
+KEY_FILE_FORBIDDEN_BITS = stat.S_IRWXG | stat.S_IRWXO
+MAX_PORT = 65535
+
+_E = TypeVar('_E', bound=enum.StrEnum)
+
+
+class ConfigError(ValueError):
+    "The configuration is invalid; the message names the key path"
+
+
+class Protocol(enum.StrEnum):
+    DART = 'dart'
+
+
+class Connection(enum.StrEnum):
+    SERIAL = 'serial'
+    TCP = 'tcp'
+    UDP = 'udp'
+
+
+class Parity(enum.StrEnum):
+    "pyserial's parity letters"
+    NONE = 'N'
+    EVEN = 'E'
+    ODD = 'O'
+    MARK = 'M'
+    SPACE = 'S'
+
+
+class FallbackMode(enum.StrEnum):
+    # keep selling when the server is unreachable: the attendant lets the
+    # customer fill within the limits, then takes payment
+    ATTENDED_POSTPAY = 'attended_postpay'
+    # stop authorising fills while the server is unreachable
+    DISABLED = 'disabled'
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    "A secret string that never shows in a repr, str or log line"
+    _value: str = field(repr=False)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return 'Secret(****)'
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        if ':' in self.host:
+            return f'[{self.host}]:{self.port}'
+        return f'{self.host}:{self.port}'
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    url: str
+    key_file: Path
+    key: Secret = field(repr=False, compare=False)
+    verify_tls: bool = True
+    timeout: float = DEFAULT_TIMEOUT
+
+
+@dataclass(frozen=True, slots=True)
+class NozzleConfig:
+    number: int  # as the dispenser numbers it (DART: 1-15)
+    station_number: int  # as the station and the server number it
+
+
+@dataclass(frozen=True, slots=True)
+class DispenserConfig:
+    name: str
+    connection: Connection
+    address: int
+    nozzles: tuple[NozzleConfig, ...]
+    protocol: Protocol = Protocol.DART
+    serial_port: str | None = None
+    baudrate: int = DEFAULT_BAUDRATE
+    parity: Parity = Parity.ODD
+    host: str | None = None
+    port: int | None = None
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+
+    @property
+    def line(self) -> tuple[str, ...]:
+        "Identifies the bus the dispenser is on (several pumps per line)"
+        if self.connection == Connection.SERIAL:
+            assert self.serial_port is not None
+            return (self.connection, self.serial_port)
+        return (self.connection, str(self.host), str(self.port))
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackPolicy:
+    max_amount: Decimal
+    max_volume: Decimal
+    mode: FallbackMode = FallbackMode.ATTENDED_POSTPAY
+
+
+@dataclass(frozen=True, slots=True)
+class BoxConfig:
+    server: ServerConfig
+    station_code: str
+    outbox_path: Path
+    status_listen: ListenAddress
+    dispensers: tuple[DispenserConfig, ...]
+    fallback: FallbackPolicy
+
+
+def load_config(path: str | os.PathLike[str]) -> BoxConfig:
+    "Read and validate the TOML configuration file at path"
+    path = Path(path)
+    try:
+        with path.open('rb') as file:
+            data = tomllib.load(file, parse_float=Decimal)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    try:
+        return _box(data, path.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def read_key(path: Path, key_path: str = 'server.key_file') -> Secret:
+    """Read the box key from path, refusing a file others could read
+
+    The key is returned wrapped, so that it shows in no repr or log."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise ConfigError(
+            f"{key_path}: key file {path}: {exc.strerror}") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{key_path}: key file {path} is not a file")
+    if info.st_mode & KEY_FILE_FORBIDDEN_BITS:
+        raise ConfigError(
+            f"{key_path}: key file {path} has mode "
+            f"{stat.S_IMODE(info.st_mode):04o}; it must not be accessible "
+            f"by group or others (chmod 600 {path})")
+    try:
+        value = path.read_text(encoding='utf-8').strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{key_path}: cannot read key file {path}") from exc
+    if not value:
+        raise ConfigError(f"{key_path}: key file {path} is empty")
+    return Secret(value)
+
+
+class _Table:
+    "A TOML table being read: typed getters and refusal of unknown keys"
+
+    def __init__(self, data: Any, path: str, known: frozenset[str]) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path or 'top level'}: must be a table")
+        self.data = data
+        self.path = path
+        # unknown keys first: a typo reports itself, not as a missing key
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"{self.key(unknown[0])}: unknown key "
+                f"(known: {', '.join(sorted(known))})")
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def raw(self, name: str, required: bool) -> Any:
+        if name not in self.data:
+            if required:
+                raise ConfigError(f"{self.key(name)}: missing")
+            return None
+        return self.data[name]
+
+    def string(self, name: str, required: bool = True) -> str | None:
+        value = self.raw(name, required)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{self.key(name)}: must be a non-empty string")
+        return value
+
+    def integer(
+            self, name: str, minimum: int, maximum: int,
+            required: bool = True) -> int | None:
+        value = self.raw(name, required)
+        if value is None:
+            return None
+        # bool is an int in Python; `true` is not a number in TOML
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{self.key(name)}: must be an integer")
+        if not minimum <= value <= maximum:
+            raise ConfigError(
+                f"{self.key(name)}: {value} is out of range "
+                f"{minimum}-{maximum}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.raw(name, False)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self.key(name)}: must be true or false")
+        return value
+
+    def decimal(self, name: str) -> Decimal:
+        "A positive Decimal: a TOML number or a string like \"12.50\""
+        value = self.raw(name, True)
+        if isinstance(value, bool):
+            value = None
+        elif isinstance(value, int):
+            value = Decimal(value)
+        elif isinstance(value, str):
+            try:
+                value = Decimal(value)
+            except InvalidOperation:
+                value = None
+        if not isinstance(value, Decimal) or not value.is_finite():
+            raise ConfigError(f"{self.key(name)}: must be a decimal number")
+        if value <= 0:
+            raise ConfigError(f"{self.key(name)}: must be positive")
+        return value
+
+    def seconds(self, name: str, default: float) -> float:
+        value = self.raw(name, False)
+        if value is None:
+            return default
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = Decimal(value)
+        if (not isinstance(value, Decimal)
+                or not value.is_finite() or value <= 0):
+            raise ConfigError(
+                f"{self.key(name)}: must be a positive number of seconds")
+        return float(value)
+
+    def choice(
+            self, name: str, enum_type: type[_E], default: _E) -> _E:
+        value = self.raw(name, False)
+        if value is None:
+            return default
+        try:
+            return enum_type(value)
+        except ValueError:
+            choices = ', '.join(repr(m.value) for m in enum_type)
+            raise ConfigError(
+                f"{self.key(name)}: {value!r} is not one of "
+                f"{choices}") from None
+
+    def tables(self, name: str, known: frozenset[str]) -> list[_Table]:
+        value = self.raw(name, True)
+        if not isinstance(value, list) or not value:
+            raise ConfigError(
+                f"{self.key(name)}: must be a non-empty array of tables")
+        return [
+            _Table(item, f"{self.key(name)}[{i}]", known)
+            for i, item in enumerate(value)]
+
+    def table(self, name: str, known: frozenset[str]) -> _Table:
+        return _Table(self.raw(name, True), self.key(name), known)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == 'localhost':
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+_BOX_KEYS = frozenset({
+        'server', 'station_code', 'outbox_path', 'status_listen',
+        'dispensers', 'fallback'})
+_SERVER_KEYS = frozenset({'url', 'key_file', 'verify_tls', 'timeout'})
+_DISPENSER_KEYS = frozenset({
+        'name', 'protocol', 'connection', 'serial_port', 'baudrate',
+        'parity', 'host', 'port', 'address', 'poll_interval', 'nozzles'})
+_NOZZLE_KEYS = frozenset({'number', 'station_number'})
+_FALLBACK_KEYS = frozenset({'mode', 'max_amount', 'max_volume'})
+
+
+def _box(data: Any, base: Path) -> BoxConfig:
+    top = _Table(data, '', _BOX_KEYS)
+    server = _server(top.table('server', _SERVER_KEYS), base)
+    station_code = top.string('station_code')
+    outbox_path = _resolve(base, top.string('outbox_path'))
+    status_listen = _listen(top.string('status_listen'), 'status_listen')
+    dispensers = tuple(
+        _dispenser(t) for t in top.tables('dispensers', _DISPENSER_KEYS))
+    fallback = _fallback(top.table('fallback', _FALLBACK_KEYS))
+    _check_dispensers(dispensers)
+    return BoxConfig(
+        server=server,
+        station_code=station_code,
+        outbox_path=outbox_path,
+        status_listen=status_listen,
+        dispensers=dispensers,
+        fallback=fallback)
+
+
+def _server(table: _Table, base: Path) -> ServerConfig:
+    url = table.string('url')
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in {'http', 'https'} or not parts.hostname:
+        raise ConfigError(
+            f"{table.key('url')}: {url!r} is not an http(s) URL")
+    if parts.scheme != 'https' and not _is_loopback(parts.hostname):
+        raise ConfigError(
+            f"{table.key('url')}: must use https (plain http is only "
+            "allowed to a loopback host)")
+    if parts.username or parts.password:
+        raise ConfigError(
+            f"{table.key('url')}: must not carry credentials; the key "
+            "goes in key_file")
+    key_file = _resolve(base, table.string('key_file'))
+    key = read_key(key_file, table.key('key_file'))
+    verify_tls = table.boolean('verify_tls', True)
+    if not verify_tls:
+        logger.warning(
+            "%s is false: the server certificate will not be verified",
+            table.key('verify_tls'))
+    timeout = table.seconds('timeout', DEFAULT_TIMEOUT)
+    return ServerConfig(
+        url=url, key_file=key_file, key=key, verify_tls=verify_tls,
+        timeout=timeout)
+
+
+def _listen(value: str, key: str) -> ListenAddress:
+    host, sep, port = value.rpartition(':')
+    if host.startswith('[') and host.endswith(']'):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"{key}: {value!r} is not host:port")
+    if not _is_loopback(host):
+        raise ConfigError(
+            f"{key}: the status page must listen on a loopback address, "
+            f"not {host!r}")
+    number = int(port)
+    if not 1 <= number <= MAX_PORT:
+        raise ConfigError(f"{key}: port {number} is out of range")
+    return ListenAddress(host, number)
+
+
+def _dispenser(table: _Table) -> DispenserConfig:
+    name = table.string('name')
+    protocol = table.choice('protocol', Protocol, Protocol.DART)
+    if not table.has('connection'):
+        raise ConfigError(f"{table.key('connection')}: missing")
+    connection = table.choice('connection', Connection, Connection.SERIAL)
+    serial_only = ('serial_port', 'baudrate', 'parity')
+    network_only = ('host', 'port')
+    wrong = network_only if connection == Connection.SERIAL else serial_only
+    for name_ in wrong:
+        if table.has(name_):
+            raise ConfigError(
+                f"{table.key(name_)}: not used by a {connection} "
+                "connection")
+    serial_port = host = port = None
+    baudrate, parity = DEFAULT_BAUDRATE, Parity.ODD
+    if connection == Connection.SERIAL:
+        serial_port = table.string('serial_port')
+        baudrate = table.integer('baudrate', 1, 10_000_000, required=False)
+        if baudrate is None:
+            baudrate = DEFAULT_BAUDRATE
+        elif baudrate not in BAUDRATES:
+            raise ConfigError(
+                f"{table.key('baudrate')}: {baudrate} is not a standard "
+                "rate")
+        parity = table.choice('parity', Parity, Parity.ODD)
+    else:
+        host = table.string('host')
+        port = table.integer('port', 1, MAX_PORT)
+    # Protocol.DART is the only protocol so far; another one brings its
+    # own address and nozzle ranges here
+    address = table.integer('address', MIN_ADDRESS, MAX_ADDRESS)
+    max_nozzle = MAX_NOZZLE
+    poll_interval = table.seconds('poll_interval', DEFAULT_POLL_INTERVAL)
+    nozzles = tuple(
+        _nozzle(t, max_nozzle)
+        for t in table.tables('nozzles', _NOZZLE_KEYS))
+    numbers = [n.number for n in nozzles]
+    for i, number in enumerate(numbers):
+        if number in numbers[:i]:
+            raise ConfigError(
+                f"{table.key('nozzles')}[{i}].number: nozzle {number} "
+                "appears twice")
+    return DispenserConfig(
+        name=name, protocol=protocol, connection=connection,
+        serial_port=serial_port, baudrate=baudrate, parity=parity,
+        host=host, port=port, address=address,
+        poll_interval=poll_interval, nozzles=nozzles)
+
+
+def _nozzle(table: _Table, max_nozzle: int) -> NozzleConfig:
+    number = table.integer('number', 1, max_nozzle)
+    # station numbers are what the attendant reads on the pump: small
+    station_number = table.integer('station_number', 1, 999)
+    return NozzleConfig(number=number, station_number=station_number)
+
+
+def _fallback(table: _Table) -> FallbackPolicy:
+    mode = table.choice('mode', FallbackMode, FallbackMode.ATTENDED_POSTPAY)
+    max_amount = table.decimal('max_amount')
+    max_volume = table.decimal('max_volume')
+    return FallbackPolicy(
+        mode=mode, max_amount=max_amount, max_volume=max_volume)
+
+
+def _check_dispensers(dispensers: tuple[DispenserConfig, ...]) -> None:
+    names: set[str] = set()
+    addresses: dict[tuple[tuple[str, ...], int], str] = {}
+    station_numbers: dict[int, str] = {}
+    for i, dispenser in enumerate(dispensers):
+        key = f"dispensers[{i}]"
+        if dispenser.name in names:
+            raise ConfigError(
+                f"{key}.name: {dispenser.name!r} appears twice")
+        names.add(dispenser.name)
+        other = addresses.setdefault(
+            (dispenser.line, dispenser.address), dispenser.name)
+        if other != dispenser.name:
+            raise ConfigError(
+                f"{key}.address: {dispenser.address:#04x} is already used "
+                f"by {other!r} on the same line")
+        for j, nozzle in enumerate(dispenser.nozzles):
+            other = station_numbers.setdefault(
+                nozzle.station_number, dispenser.name)
+            if other != dispenser.name or any(
+                    n.station_number == nozzle.station_number
+                    for n in dispenser.nozzles[:j]):
+                raise ConfigError(
+                    f"{key}.nozzles[{j}].station_number: "
+                    f"{nozzle.station_number} is already used")

@@ -1,0 +1,291 @@
+# This file is part of fuelpay.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+"""Events' JSON form, and the outbox: order, idempotence, crash safety"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+from decimal import Decimal
+
+import pytest
+
+from iot_box.events import Event, EventError, EventKind, decode_json
+from iot_box.outbox import Outbox, OutboxError
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CEST = dt.timezone(dt.timedelta(hours=2))
+T0 = dt.datetime(2024, 6, 1, 8, 30, 15, 123456, tzinfo=CEST)
+# the child of the crash test must reach this many acknowledged appends
+# within this many seconds
+CRASH_EVENTS = 40
+CRASH_TIMEOUT = 30
+
+
+def sale(amount: str = '62.417', volume: str = '34.107') -> dict:
+    return {
+        'nozzle': 2,
+        'volume': Decimal(volume),
+        'amount': Decimal(amount),
+        'price': Decimal('1.830'),
+        'totalizer': Decimal('1234567.89'),
+        'started': T0 - dt.timedelta(minutes=2),
+        'price_set': 17,
+        'plate': None,
+        'flags': ['preset', 'fallback'],
+        }
+
+
+# events
+
+def test_event_json_round_trip_keeps_decimals_exact() -> None:
+    event = Event(
+        uuid='6f1c7a43-2a4c-4b53-9a2c-0c5b0a7e7d11', seq=7,
+        kind=EventKind.TRANSACTION_COMPLETED, device='pump-1',
+        device_time=T0, payload=sale())
+
+    text = event.to_json()
+    data = json.loads(text)
+    # decimals travel as strings, never as floats
+    assert data['payload']['amount'] == {'__decimal__': '62.417'}
+    assert data['payload']['totalizer'] == {'__decimal__': '1234567.89'}
+    assert data['version'] == 1
+    assert data['kind'] == 'transaction_completed'
+
+    back = Event.from_json(text)
+    assert back == event
+    assert back.payload['amount'] == Decimal('62.417')
+    assert str(back.payload['volume']) == '34.107'
+    # trailing zeros kept: 1.830, not 1.83
+    assert str(back.payload['price']) == '1.830'
+    assert back.device_time == T0
+    assert back.device_time.utcoffset() == dt.timedelta(hours=2)
+    assert back.payload['started'] == T0 - dt.timedelta(minutes=2)
+    assert back.kind is EventKind.TRANSACTION_COMPLETED
+
+
+def test_event_refuses_naive_time_and_bad_fields() -> None:
+    good = dict(
+        uuid='6f1c7a43-2a4c-4b53-9a2c-0c5b0a7e7d11', seq=1,
+        kind='nozzle_up', device='pump-1', device_time=T0,
+        payload={'nozzle': 1})
+    assert Event(**good).kind is EventKind.NOZZLE_UP
+    for field, value in [
+            ('device_time', T0.replace(tzinfo=None)),
+            ('kind', 'nozzle_sideways'),
+            ('seq', 0),
+            ('uuid', 'not-a-uuid'),
+            ('device', ''),
+            ('payload', [1, 2])]:
+        with pytest.raises(EventError):
+            Event(**{**good, field: value})
+    with pytest.raises(EventError, match='version'):
+        Event.from_json(json.dumps({
+                    **good, 'version': 99,
+                    'device_time': {'__datetime__': T0.isoformat()}}))
+    with pytest.raises(EventError, match='exactly'):
+        Event.from_json(json.dumps({'uuid': good['uuid']}))
+    with pytest.raises(EventError, match='naive'):
+        decode_json('{"__datetime__": "2024-06-01T08:30:00"}')
+
+
+def test_event_payload_is_read_only() -> None:
+    payload = {'nozzle': 1}
+    event = Event(
+        uuid='6f1c7a43-2a4c-4b53-9a2c-0c5b0a7e7d11', seq=1,
+        kind=EventKind.NOZZLE_UP, device='pump-1', device_time=T0,
+        payload=payload)
+    payload['nozzle'] = 2
+    assert event.payload['nozzle'] == 1
+    with pytest.raises(TypeError):
+        event.payload['nozzle'] = 3  # type: ignore[index]
+
+
+# outbox
+
+@pytest.fixture
+def db(tmp_path: pathlib.Path) -> pathlib.Path:
+    return tmp_path / 'outbox.sqlite'
+
+
+def test_append_and_pending_in_seq_order(db: pathlib.Path) -> None:
+    with Outbox(db) as outbox:
+        assert (outbox.depth(), outbox.last_seq()) == (0, 0)
+        first = outbox.append(
+            EventKind.TRANSACTION_COMPLETED, 'pump-1', T0, sale())
+        second = outbox.append('nozzle_up', 'pump-2', T0, {'nozzle': 1})
+        assert (first.seq, second.seq) == (1, 2)
+        assert first.uuid != second.uuid
+        assert (outbox.depth(), outbox.last_seq()) == (2, 2)
+
+        assert outbox.pending() == [first, second]
+        assert outbox.pending(limit=1) == [first]
+        stored = outbox.pending()[0]
+        assert stored.payload['amount'] == Decimal('62.417')
+        assert stored.device_time == T0
+        assert stored.device_time.utcoffset() == dt.timedelta(hours=2)
+
+
+def test_seq_monotonic_across_reopen_and_mark_sent(db: pathlib.Path) -> None:
+    with Outbox(db) as outbox:
+        events = [
+            outbox.append(EventKind.RUNNING_TOTAL, 'pump-1', T0, {'i': i})
+            for i in range(5)]
+        assert outbox.mark_sent(e.uuid for e in events) == 5
+        assert outbox.depth() == 0
+    with Outbox(db) as outbox:
+        assert outbox.last_seq() == 5
+        event = outbox.append(EventKind.ALARM, 'pump-1', T0, {'code': 3})
+        # the seq of sent events is never reused
+        assert event.seq == 6
+        assert outbox.pending() == [event]
+
+
+def test_mark_sent_is_idempotent(db: pathlib.Path) -> None:
+    with Outbox(db) as outbox:
+        events = outbox.append_many(
+            (EventKind.NOZZLE_DOWN, 'pump-1', T0, {'n': i})
+            for i in range(4))
+        assert [e.seq for e in events] == [1, 2, 3, 4]
+        uuids = [events[0].uuid, events[2].uuid]
+
+        assert outbox.mark_sent(uuids) == 2
+        assert outbox.mark_sent(uuids) == 0
+        # an unknown uuid is ignored
+        assert outbox.mark_sent(
+            ['00000000-0000-4000-8000-000000000000']) == 0
+        assert outbox.pending() == [events[1], events[3]]
+        assert outbox.depth() == 2
+
+
+def test_append_many_is_all_or_nothing(db: pathlib.Path) -> None:
+    with Outbox(db) as outbox:
+        outbox.append(EventKind.NOZZLE_UP, 'pump-1', T0, {})
+        with pytest.raises(EventError):
+            outbox.append_many([
+                    (EventKind.NOZZLE_DOWN, 'pump-1', T0, {}),
+                    (EventKind.NOZZLE_UP, 'pump-1',
+                        T0.replace(tzinfo=None), {})])
+        with pytest.raises(TypeError):
+            outbox.append(EventKind.ALARM, 'pump-1', T0, {'x': object()})
+        assert outbox.depth() == 1
+        assert outbox.append(EventKind.ALARM, 'pump-1', T0, {}).seq == 2
+
+
+def test_command_result_answered_not_reexecuted(db: pathlib.Path) -> None:
+    with Outbox(db) as outbox:
+        assert outbox.command_result('cmd-1') is None
+        result = {'status': 'done', 'price': Decimal('1.799')}
+        assert outbox.command_done('cmd-1', result) == result
+        # a second completion does not overwrite the first
+        assert outbox.command_done('cmd-1', {'status': 'failed'}) == result
+    with Outbox(db) as outbox:
+        stored = outbox.command_result('cmd-1')
+        assert stored == result
+        assert str(stored['price']) == '1.799'
+        assert outbox.command_result('cmd-2') is None
+
+
+def test_closed_outbox_refuses(db: pathlib.Path) -> None:
+    outbox = Outbox(db)
+    outbox.close()
+    outbox.close()
+    with pytest.raises(OutboxError, match='closed'):
+        outbox.depth()
+
+
+def test_outbox_uses_wal_and_full_sync(db: pathlib.Path) -> None:
+    with Outbox(db) as outbox:
+        connection = outbox._db
+        assert connection.execute(
+            'PRAGMA journal_mode').fetchone()[0] == 'wal'
+        # 2 = FULL
+        assert connection.execute(
+            'PRAGMA synchronous').fetchone()[0] == 2
+
+
+# crash safety: a child process appends and reports each acknowledged
+# event on stdout; the parent kills it with SIGKILL
+
+CHILD = textwrap.dedent('''
+    import datetime as dt, sys
+    from decimal import Decimal
+    from iot_box.outbox import Outbox
+    path, count = sys.argv[1], int(sys.argv[2])
+    outbox = Outbox(path)
+    t = dt.datetime.now(dt.UTC)
+    i = 0
+    while count < 0 or i < count:
+        event = outbox.append(
+            'transaction_completed', 'pump-1', t,
+            {'amount': Decimal(i) / 100})
+        # acknowledged only once append returned
+        print(event.seq, event.uuid, flush=True)
+        i += 1
+    print('done', flush=True)
+    sys.stdin.read()  # wait to be killed
+    ''')
+
+
+def run_and_kill(db: pathlib.Path, count: int, kill_after: int) -> list[
+        tuple[int, str]]:
+    "Start the child, SIGKILL it after kill_after acknowledgements"
+    child = subprocess.Popen(
+        [sys.executable, '-c', CHILD, str(db), str(count)],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, 'PYTHONPATH': str(ROOT)})
+    acknowledged: list[tuple[int, str]] = []
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if line.strip() == 'done':
+                continue
+            seq, uuid = line.split()
+            acknowledged.append((int(seq), uuid))
+            if len(acknowledged) == kill_after:
+                break
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=CRASH_TIMEOUT)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        for stream in (child.stdin, child.stdout):
+            if stream is not None:
+                stream.close()
+    assert child.returncode == -signal.SIGKILL
+    assert len(acknowledged) == kill_after
+    return acknowledged
+
+
+def stored(db: pathlib.Path) -> list[tuple[int, str]]:
+    with Outbox(db) as outbox:
+        return [(e.seq, e.uuid) for e in outbox.pending(limit=10_000)]
+
+
+def test_sigkill_after_n_appends_keeps_exactly_n(db: pathlib.Path) -> None:
+    acknowledged = run_and_kill(db, CRASH_EVENTS, CRASH_EVENTS)
+
+    events = stored(db)
+    assert events == acknowledged
+    assert [seq for seq, _ in events] == list(range(1, CRASH_EVENTS + 1))
+    with Outbox(db) as outbox:
+        assert outbox.append(
+            EventKind.ALARM, 'box', T0, {}).seq == CRASH_EVENTS + 1
+
+
+def test_sigkill_while_appending_loses_nothing(db: pathlib.Path) -> None:
+    # killed while appending: events after the last acknowledgement may
+    # or may not be there, but every acknowledged one is, once, in order
+    acknowledged = run_and_kill(db, -1, CRASH_EVENTS)
+
+    events = stored(db)
+    assert events[:CRASH_EVENTS] == acknowledged
+    seqs = [seq for seq, _ in events]
+    assert seqs == list(range(1, len(events) + 1))
+    assert len({uuid for _, uuid in events}) == len(events)
