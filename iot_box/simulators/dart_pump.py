@@ -1,0 +1,627 @@
+# This file is part of fuelpay.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+"""Simulated Wayne DART pumps, and a server hosting several on one line
+
+`SimulatedPump` is the pump side of DART_NOTES.md as a pure state machine:
+`handle(frame)` returns the frames to send back, `lift`, `hang` and `tick`
+play the customer and the hydraulics.  `PumpServer` puts pumps behind one
+serial-server gateway on loopback UDP and/or TCP, as a real line would be::
+
+    python -m iot_box.simulators.dart_pump --udp 127.0.0.1:5001 --pumps 2
+
+Line-level behaviour:
+
+- POLL: the pending block (DATA, several transactions), or EOT if none.
+  An unacknowledged block is sent again, same sequence, on the next POLL
+  or on NAK; an ACK of its sequence releases it and advances the sequence.
+- DATA from the master: ACK with its sequence, then execute; a repeat of
+  the last block (same sequence and content: our ACK was lost) is ACKed
+  again, not executed twice.  A block whose transactions do not decode is
+  answered with NAK and nothing of it is executed.
+- Frames with a bad CRC, or for addresses not hosted, get no answer (the
+  address of a corrupted frame cannot be trusted).
+
+Application-level refusals (AUTHORIZE outside RESET, CD5 prices while
+authorized or filling, ...) are ACKed, *not* NAKed, and ignored; the pump
+reports its unchanged status in DC1.  NAK means "block not received" on
+the line layer and makes a master repeat the block, which would repeat the
+refused command forever; an ACK plus the unchanged DC1 tells the master
+that the block arrived and the command had no effect.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from types import MappingProxyType, TracebackType
+from typing import Self, cast
+
+from iot_box.protocols.dart import (
+    DEFAULT_PARAMETERS,
+    MAX_ADDRESS,
+    MIN_ADDRESS,
+    CD1Command,
+    CD2AllowedNozzles,
+    CD3PresetVolume,
+    CD4PresetAmount,
+    CD5PriceUpdate,
+    CD101RequestTotals,
+    Command,
+    ControlType,
+    DartError,
+    DC1Status,
+    DC2FilledVolumeAmount,
+    DC3PriceNozzle,
+    DC7PumpParameters,
+    DC9Identity,
+    DC101Totals,
+    Direction,
+    Frame,
+    FrameError,
+    FrameSplitter,
+    Message,
+    PumpParameters,
+    PumpStatus,
+    decode_frame,
+    decode_transactions,
+    encode_frame,
+    encode_messages,
+    make_control,
+    next_seq,
+    validate_address,
+)
+
+logger = logging.getLogger(__name__)
+
+# Assumed (notes: "counter 01-09 per nozzle"): counters 1-8 are the logical
+# nozzles, 9 the sum of all nozzles, as in Wayne's rev 2.11 description.
+ALL_NOZZLES_COUNTER = 9
+MAX_NOZZLES = ALL_NOZZLES_COUNTER - 1
+# The price computer rounds the displayed amount half up, to the amount
+# decimals, from the whole volume (never by summing rounded increments).
+AMOUNT_ROUNDING = ROUND_HALF_UP
+# DC7 max amount of a sale when none is configured: 9999.00, the example
+# of the notes' pumps; a fill stops there (status MAX_REACHED).
+DEFAULT_MAX_AMOUNT = Decimal('9999.00')
+ZERO = Decimal(0)
+
+# Legal status changes; anything else is a bug in this module and raises.
+# SUSPENDED is not simulated (CD14/15 come later).
+TRANSITIONS: Mapping[PumpStatus, frozenset[PumpStatus]] = MappingProxyType({
+    PumpStatus.NOT_PROGRAMMED: frozenset({
+        PumpStatus.RESET, PumpStatus.SWITCHED_OFF}),
+    PumpStatus.RESET: frozenset({
+        PumpStatus.RESET, PumpStatus.AUTHORIZED, PumpStatus.SWITCHED_OFF}),
+    PumpStatus.AUTHORIZED: frozenset({
+        PumpStatus.RESET, PumpStatus.FILLING, PumpStatus.FILLING_COMPLETED,
+        PumpStatus.SWITCHED_OFF}),
+    PumpStatus.FILLING: frozenset({
+        PumpStatus.FILLING_COMPLETED, PumpStatus.MAX_REACHED}),
+    PumpStatus.FILLING_COMPLETED: frozenset({
+        PumpStatus.RESET, PumpStatus.SWITCHED_OFF}),
+    PumpStatus.MAX_REACHED: frozenset({
+        PumpStatus.RESET, PumpStatus.SWITCHED_OFF}),
+    PumpStatus.SWITCHED_OFF: frozenset({PumpStatus.RESET}),
+    PumpStatus.SUSPENDED: frozenset(),
+    })
+# Prices of a sale are fixed once it is authorized: a CD5 then is refused
+# (the amount must stay volume x one price); it is accepted again once the
+# sale is completed, and the driver sends it before the next RESET.
+PRICE_LOCKED = frozenset({
+    PumpStatus.AUTHORIZED, PumpStatus.FILLING, PumpStatus.SUSPENDED})
+DISPENSING = frozenset({PumpStatus.AUTHORIZED, PumpStatus.FILLING})
+# Messages that describe the current state: a newer one replaces an unsent
+# older one, as a real pump reports its state, not its history.
+LATEST_ONLY = (DC1Status, DC2FilledVolumeAmount, DC3PriceNozzle)
+
+
+class IllegalTransition(RuntimeError):
+    "A status change that TRANSITIONS does not allow"
+
+
+class SimulatedPump:
+    """One DART pump: `handle` frames from the master, `lift`/`hang`
+    nozzles and `tick` the fill for tests and demos
+
+    nozzles maps nozzle numbers 1..N (contiguous: CD5 gives the prices in
+    nozzle order) to a grade name, shown in logs."""
+
+    def __init__(
+            self, address: int, nozzles: Mapping[int, str],
+            params: PumpParameters = DEFAULT_PARAMETERS, *,
+            max_amount: Decimal = DEFAULT_MAX_AMOUNT,
+            identity: int | None = None) -> None:
+        self.address = validate_address(address)
+        if sorted(nozzles) != list(range(1, len(nozzles) + 1)) or not (
+                1 <= len(nozzles) <= MAX_NOZZLES):
+            raise ValueError(
+                f"nozzles must be numbered 1..N, N <= {MAX_NOZZLES}: "
+                f"{sorted(nozzles)}")
+        self.nozzles = MappingProxyType(dict(nozzles))
+        self.params = params
+        self.max_amount = max_amount
+        self.identity = address if identity is None else identity
+        self.name = f'dart:{address:#04x}'
+        self._volume_quantum = Decimal(1).scaleb(-params.volume_decimals)
+        self._amount_quantum = Decimal(1).scaleb(-params.amount_decimals)
+
+        self.status = PumpStatus.NOT_PROGRAMMED
+        self.prices: dict[int, Decimal] = {}
+        self.nozzle_out: int | None = None
+        self.allowed: frozenset[int] | None = None  # None: all nozzles
+        self.preset_volume: Decimal | None = None
+        self.preset_amount: Decimal | None = None
+        self.fill_nozzle: int | None = None
+        self.fill_price = ZERO
+        self.filled_volume = ZERO
+        self.filled_amount = ZERO
+        self._fill_limit: Decimal | None = None  # volume where it stops
+        # per nozzle: [volume total, amount total], advanced while filling
+        self.totals = {nozzle: [ZERO, ZERO] for nozzle in self.nozzles}
+
+        self._outbox: list[Message] = []  # to send in the next DATA block
+        self._tx_seq = 0
+        self._in_flight: bytes | None = None  # sent, not yet ACKed
+        self._last_received: Frame | None = None
+
+    # --- line layer ---------------------------------------------------
+
+    def handle(self, frame: Frame) -> list[bytes]:
+        "The frames to send back for a frame the master sent"
+        if frame.address != self.address:
+            return []
+        kind = frame.kind
+        if kind is ControlType.POLL:
+            return self._poll()
+        if kind is ControlType.ACK:
+            self._acked(frame.seq)
+            return []
+        if kind is ControlType.ACKPOLL:
+            self._acked(frame.seq)
+            return self._poll()
+        if kind is ControlType.NAK:
+            return [] if self._in_flight is None else [self._in_flight]
+        if kind is ControlType.DATA:
+            return self._data(frame)
+        logger.debug("%s: ignores %s from the master", self.name, kind.name)
+        return []
+
+    def _control(self, kind: ControlType, seq: int) -> bytes:
+        return encode_frame(self.address, make_control(kind, seq))
+
+    def _poll(self) -> list[bytes]:
+        if self._in_flight is None and self._outbox:
+            transactions = encode_messages(self._outbox, self.params)
+            self._outbox.clear()
+            self._in_flight = encode_frame(
+                self.address, make_control(ControlType.DATA, self._tx_seq),
+                transactions)
+        if self._in_flight is not None:
+            return [self._in_flight]
+        return [self._control(ControlType.EOT, self._tx_seq)]
+
+    def _acked(self, seq: int) -> None:
+        if self._in_flight is not None and seq == self._tx_seq:
+            self._in_flight = None
+            self._tx_seq = next_seq(self._tx_seq)
+        else:
+            logger.debug(
+                "%s: ACK %s for no block in flight (seq %s)", self.name,
+                seq, self._tx_seq)
+
+    def _data(self, frame: Frame) -> list[bytes]:
+        ack = [self._control(ControlType.ACK, frame.seq)]
+        if frame == self._last_received:
+            logger.info(
+                "%s: block %s repeated, ACKed again, not executed",
+                self.name, frame.seq)
+            return ack
+        try:
+            messages = decode_transactions(
+                frame, Direction.MASTER_TO_PUMP, self.params)
+        except DartError as error:
+            logger.warning(
+                "%s: NAK block %s: %s", self.name, frame.seq, error)
+            return [self._control(ControlType.NAK, frame.seq)]
+        self._last_received = frame
+        for message in messages:
+            self._execute(message)
+        return ack
+
+    def _report(self, message: Message) -> None:
+        if isinstance(message, LATEST_ONLY):
+            self._outbox = [
+                m for m in self._outbox if type(m) is not type(message)]
+        self._outbox.append(message)
+
+    @property
+    def pending(self) -> tuple[Message, ...]:
+        "Messages waiting for the next POLL (not those in flight)"
+        return tuple(self._outbox)
+
+    # --- application layer --------------------------------------------
+
+    def _set_status(self, status: PumpStatus) -> None:
+        if status not in TRANSITIONS[self.status]:
+            logger.error(
+                "%s: illegal transition %s -> %s", self.name,
+                self.status.name, status.name)
+            raise IllegalTransition(
+                f"{self.name}: {self.status.name} -> {status.name}")
+        if status is not self.status:
+            logger.info(
+                "%s: %s -> %s", self.name, self.status.name, status.name)
+        self.status = status
+        self._report(DC1Status(status))
+
+    def _refuse(self, message: Message, reason: str) -> None:
+        logger.warning(
+            "%s: refuses %s in %s: %s", self.name, message,
+            self.status.name, reason)
+        self._report(DC1Status(self.status))
+
+    def _execute(self, message: Message) -> None:
+        if isinstance(message, CD1Command):
+            self._command(message)
+        elif isinstance(message, CD2AllowedNozzles):
+            if self.status is not PumpStatus.RESET:
+                self._refuse(message, "allowed nozzles only in RESET")
+            else:
+                self.allowed = frozenset(message.nozzles)
+        elif isinstance(message, CD3PresetVolume):
+            if self.status is not PumpStatus.RESET:
+                self._refuse(message, "presets only in RESET")
+            else:
+                self.preset_volume = message.volume
+        elif isinstance(message, CD4PresetAmount):
+            if self.status is not PumpStatus.RESET:
+                self._refuse(message, "presets only in RESET")
+            else:
+                self.preset_amount = message.amount
+        elif isinstance(message, CD5PriceUpdate):
+            self._price_update(message)
+        elif isinstance(message, CD101RequestTotals):
+            self._totals(message)
+        else:
+            logger.warning("%s: ignores %s", self.name, message)
+
+    def _command(self, message: CD1Command) -> None:
+        command, status = message.command, self.status
+        if command is Command.RETURN_STATUS:
+            self._report(DC1Status(status))
+        elif command is Command.RETURN_PUMP_PARAMETERS:
+            self._report(DC7PumpParameters(self.params, self.max_amount))
+        elif command is Command.RETURN_IDENTITY:
+            self._report(DC9Identity(self.identity))
+        elif command is Command.RETURN_FILLING_INFORMATION:
+            self._report(DC2FilledVolumeAmount(
+                self.filled_volume, self.filled_amount))
+        elif command is Command.RESET:
+            if not self.prices:
+                self._refuse(message, "no prices yet (CD5)")
+            elif status is PumpStatus.FILLING:
+                self._refuse(message, "filling: STOP first")
+            else:
+                self._new_sale()
+                self._set_status(PumpStatus.RESET)
+        elif command is Command.AUTHORIZE:
+            if status is not PumpStatus.RESET:
+                self._refuse(message, "AUTHORIZE only in RESET")
+            else:
+                self._set_status(PumpStatus.AUTHORIZED)
+        elif command is Command.STOP:
+            # an authorized sale that never started ends too, with 0
+            if status not in DISPENSING:
+                self._refuse(message, "nothing to stop")
+            else:
+                self._set_status(PumpStatus.FILLING_COMPLETED)
+        elif command is Command.SWITCH_OFF:
+            if status is PumpStatus.FILLING:
+                self._refuse(message, "filling: STOP first")
+            else:
+                self._set_status(PumpStatus.SWITCHED_OFF)
+
+    def _price_update(self, message: CD5PriceUpdate) -> None:
+        if self.status in PRICE_LOCKED:
+            self._refuse(message, "prices are locked during a sale")
+        elif len(message.prices) != len(self.nozzles):
+            self._refuse(message, (
+                f"{len(message.prices)} prices for "
+                f"{len(self.nozzles)} nozzles"))
+        else:
+            self.prices = dict(enumerate(message.prices, 1))
+            logger.info("%s: prices %s", self.name, self.prices)
+            if self.nozzle_out is not None:
+                self._report(self._dc3())
+
+    def _totals(self, message: CD101RequestTotals) -> None:
+        counter = message.counter
+        if counter == ALL_NOZZLES_COUNTER:
+            volume = sum((t[0] for t in self.totals.values()), ZERO)
+            amount = sum((t[1] for t in self.totals.values()), ZERO)
+        elif counter in self.totals:
+            volume, amount = self.totals[counter]
+        else:
+            self._refuse(message, f"no nozzle {counter}")
+            return
+        self._report(DC101Totals(counter, volume, amount))
+
+    def _new_sale(self) -> None:
+        self.allowed = None
+        self.preset_volume = self.preset_amount = None
+        self.fill_nozzle = None
+        self.fill_price = ZERO
+        self.filled_volume = self.filled_amount = ZERO
+        self._fill_limit = None
+
+    def _dc3(self) -> DC3PriceNozzle:
+        nozzle = self.nozzle_out or self.fill_nozzle or 0
+        return DC3PriceNozzle(
+            self.prices.get(nozzle, ZERO), nozzle,
+            self.nozzle_out is not None)
+
+    # --- the forecourt ------------------------------------------------
+
+    def lift(self, nozzle: int) -> None:
+        "The customer takes `nozzle` out of its holster"
+        if nozzle not in self.nozzles:
+            raise ValueError(f"{self.name}: no nozzle {nozzle}")
+        if self.nozzle_out is not None:
+            raise ValueError(
+                f"{self.name}: nozzle {self.nozzle_out} is already out")
+        self.nozzle_out = nozzle
+        logger.info(
+            "%s: nozzle %s (%s) out", self.name, nozzle, self.nozzles[nozzle])
+        self._report(self._dc3())
+
+    def hang(self) -> None:
+        "The customer puts the nozzle back: a running fill completes"
+        if self.nozzle_out is None:
+            raise ValueError(f"{self.name}: no nozzle is out")
+        nozzle, self.nozzle_out = self.nozzle_out, None
+        logger.info("%s: nozzle %s back", self.name, nozzle)
+        self._report(DC3PriceNozzle(
+            self.prices.get(nozzle, ZERO), nozzle, False))
+        if self.status is PumpStatus.FILLING:
+            self._set_status(PumpStatus.FILLING_COMPLETED)
+
+    def amount_of(self, volume: Decimal, price: Decimal) -> Decimal:
+        "What the price computer shows for `volume` at `price`"
+        return (volume * price).quantize(
+            self._amount_quantum, rounding=AMOUNT_ROUNDING)
+
+    def _volume_for_amount(self, amount: Decimal, price: Decimal) -> Decimal:
+        "The largest volume (in volume steps) whose amount <= `amount`"
+        step = self._volume_quantum
+        volume = (amount / price).quantize(step, rounding=ROUND_DOWN)
+        while self.amount_of(volume + step, price) <= amount:
+            volume += step  # half-up rounding lets a step or two more
+        return volume
+
+    def _limit(self, price: Decimal) -> Decimal | None:
+        limits = []
+        if self.preset_volume is not None:
+            limits.append(self.preset_volume)
+        if price:
+            for amount in (self.preset_amount, self.max_amount):
+                if amount is not None:
+                    limits.append(self._volume_for_amount(amount, price))
+        return min(limits, default=None)
+
+    def tick(self, volume: Decimal) -> Decimal:
+        """Let `volume` flow if the pump can: authorized or filling, with
+        an allowed nozzle out.  Returns the volume that flowed (less at a
+        preset or the max amount, 0 when the valve is closed)."""
+        if not isinstance(volume, Decimal) or volume < 0 or (
+                volume != volume.quantize(self._volume_quantum)):
+            raise ValueError(
+                f"{self.name}: volume {volume!r} is not a non-negative "
+                f"Decimal with {self.params.volume_decimals} decimals")
+        nozzle = self.nozzle_out
+        if self.status not in DISPENSING or nozzle is None or (
+                self.allowed is not None and nozzle not in self.allowed):
+            return ZERO
+        if self.status is PumpStatus.AUTHORIZED:
+            self.fill_nozzle = nozzle
+            self.fill_price = self.prices[nozzle]
+            self._fill_limit = self._limit(self.fill_price)
+            self._set_status(PumpStatus.FILLING)
+        limit = self._fill_limit
+        if limit is not None:
+            volume = min(volume, limit - self.filled_volume)
+        new_volume = self.filled_volume + volume
+        new_amount = self.amount_of(new_volume, self.fill_price)
+        total = self.totals[nozzle]
+        total[0] += volume
+        total[1] += new_amount - self.filled_amount
+        self.filled_volume, self.filled_amount = new_volume, new_amount
+        self._report(DC2FilledVolumeAmount(new_volume, new_amount))
+        if limit is not None and new_volume >= limit:
+            self._set_status(PumpStatus.MAX_REACHED)
+        return volume
+
+
+# --- the line: several pumps behind one gateway ----------------------------
+
+class PumpServer:
+    """Pumps on one line behind a serial-server gateway on loopback
+
+    Bytes from a peer are cut into frames (one splitter per UDP peer or
+    TCP connection); each frame goes to the pump at its address, whose
+    replies go back to that peer.  Frames that do not decode, or for
+    addresses not hosted, are dropped without an answer."""
+
+    def __init__(self, pumps: Iterable[SimulatedPump]) -> None:
+        self.pumps: dict[int, SimulatedPump] = {}
+        for pump in pumps:
+            if pump.address in self.pumps:
+                raise ValueError(f"two pumps at {pump.address:#04x}")
+            self.pumps[pump.address] = pump
+        self.dropped_frames = 0
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    def feed(self, splitter: FrameSplitter, data: bytes, peer: str
+            ) -> list[bytes]:
+        "The replies to the frames completed by `data`"
+        replies = []
+        for raw in splitter.feed(data):
+            try:
+                frame = decode_frame(raw)
+            except FrameError as error:
+                self.dropped_frames += 1
+                logger.warning("line %s: frame dropped: %s", peer, error)
+                continue
+            pump = self.pumps.get(frame.address)
+            if pump is not None:
+                replies += pump.handle(frame)
+        return replies
+
+    async def start_udp(
+            self, host: str = '127.0.0.1', port: int = 0) -> tuple[str, int]:
+        "Serve the line over UDP; returns the bound address (port 0: any)"
+        if self._udp is not None:
+            raise RuntimeError("UDP already started")
+        loop = asyncio.get_running_loop()
+        self._udp, _ = await loop.create_datagram_endpoint(
+            lambda: _GatewayProtocol(self), local_addr=(host, port))
+        address = self._udp.get_extra_info('sockname')[:2]
+        logger.info("DART line on udp:%s:%s", *address)
+        return address
+
+    async def start_tcp(
+            self, host: str = '127.0.0.1', port: int = 0) -> tuple[str, int]:
+        "Serve the line over TCP; returns the bound address (port 0: any)"
+        if self._tcp is not None:
+            raise RuntimeError("TCP already started")
+        self._tcp = await asyncio.start_server(self._serve_tcp, host, port)
+        address = self._tcp.sockets[0].getsockname()[:2]
+        logger.info("DART line on tcp:%s:%s", *address)
+        return address
+
+    async def _serve_tcp(
+            self, reader: asyncio.StreamReader,
+            writer: asyncio.StreamWriter) -> None:
+        peer = '%s:%s' % writer.get_extra_info('peername')[:2]
+        splitter = FrameSplitter()
+        self._writers.add(writer)
+        logger.info("line tcp %s: connected", peer)
+        try:
+            while data := await reader.read(4096):
+                replies = self.feed(splitter, data, peer)
+                if replies:
+                    writer.write(b''.join(replies))
+                    await writer.drain()
+        except ConnectionError as error:
+            logger.info("line tcp %s: %s", peer, error)
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+            logger.info("line tcp %s: closed", peer)
+
+    async def close(self) -> None:
+        udp, self._udp = self._udp, None
+        if udp is not None:
+            udp.close()
+        tcp, self._tcp = self._tcp, None
+        if tcp is not None:
+            tcp.close()
+            for writer in list(self._writers):
+                writer.close()
+            await tcp.wait_closed()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+            self, exc_type: type[BaseException] | None,
+            exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+
+class _GatewayProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: PumpServer) -> None:
+        self.server = server
+        # one per peer: a frame may span datagrams; the peers of a line are
+        # its master (and a test or two), so this stays small
+        self.splitters: dict[object, FrameSplitter] = {}
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # not a DatagramTransport subclass on Python 3.11, yet one
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        splitter = self.splitters.setdefault(addr, FrameSplitter())
+        assert self.transport is not None
+        for reply in self.server.feed(splitter, data, '%s:%s' % addr[:2]):
+            self.transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        logger.warning("line udp: %s", exc)
+
+
+# --- command line ----------------------------------------------------------
+
+def demo_pumps(count: int, nozzles: int = 2) -> list[SimulatedPump]:
+    "`count` pumps at 0x50, 0x51, ... with `nozzles` nozzles each"
+    if not 1 <= count <= MAX_ADDRESS - MIN_ADDRESS + 1:
+        raise ValueError(f"{count} pumps on one line")
+    grades = {n: f'grade {n}' for n in range(1, nozzles + 1)}
+    return [SimulatedPump(MIN_ADDRESS + i, grades) for i in range(count)]
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(':')
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"HOST:PORT expected, not {text!r}")
+    return host, int(port)
+
+
+async def serve(
+        pumps: Sequence[SimulatedPump], udp: tuple[str, int] | None,
+        tcp: tuple[str, int] | None) -> None:
+    "Serve until cancelled (Ctrl-C)"
+    async with PumpServer(pumps) as server:
+        if udp is not None:
+            print('DART line on udp:%s:%s' % await server.start_udp(*udp),
+                flush=True)
+        if tcp is not None:
+            print('DART line on tcp:%s:%s' % await server.start_tcp(*tcp),
+                flush=True)
+        await asyncio.Event().wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog='python -m iot_box.simulators.dart_pump',
+        description="Simulated Wayne DART pumps at 0x50, 0x51, ... on one "
+        "line, behind a UDP and/or TCP gateway")
+    parser.add_argument('--udp', type=_host_port, metavar='HOST:PORT')
+    parser.add_argument('--tcp', type=_host_port, metavar='HOST:PORT')
+    parser.add_argument('--pumps', type=int, default=2)
+    parser.add_argument('--nozzles', type=int, default=2)
+    parser.add_argument('-v', '--verbose', action='store_true')
+    args = parser.parse_args(argv)
+    if args.udp is None and args.tcp is None:
+        parser.error("give --udp and/or --tcp")
+    try:
+        pumps = demo_pumps(args.pumps, args.nozzles)
+    except ValueError as error:
+        parser.error(str(error))
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    try:
+        asyncio.run(serve(pumps, args.udp, args.tcp))
+    except KeyboardInterrupt:
+        logger.info("stopped")
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
