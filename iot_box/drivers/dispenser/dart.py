@@ -1,0 +1,621 @@
+# This file is part of fuelpay.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+"""Wayne DART dispenser driver: the master side of the line, one pump
+
+`DartDispenserDriver` polls ONE pump address over a `Transport` that it
+owns (a line with several pumps needs a `DartLine` sharing the transport;
+not done yet).  One `poll_once()`:
+
+1. queues a CD5 price update if one waits and the pump is not in a sale;
+2. sends each queued DATA block and waits for its ACK (same sequence),
+   sending it again on NAK or silence up to `MAX_SEND_ATTEMPTS` times;
+3. sends POLL; a DATA answer is decoded, handled and then ACKed (so what
+   it produced is in the outbox before the pump forgets it); a repeat of
+   the last block (same sequence and content: our ACK was lost) is ACKed
+   and not handled again; a block that does not decode is NAKed; EOT means
+   nothing to say.
+
+Behaviour (DART_NOTES.md, "Typical sale"): at start CD1 RETURN_STATUS;
+NOT_PROGRAMMED -> CD5 prices + RESET; DC3 nozzle-out changes -> nozzle_up
+/ nozzle_down events; DC2 while filling -> running_total (rate-limited);
+FILLING_COMPLETED / MAX_REACHED -> CD1 RETURN_FILLING_INFORMATION + CD101
+for every configured nozzle -> one transaction_completed event -> CD5 if
+a price change waited -> RESET.
+
+A completed sale is recorded once: its key (device, the totals of all
+nozzles after it, its volume and amount) is stored with
+`Outbox.command_done`, so a driver restarted before its RESET reached the
+pump finds the sale already recorded.  The event and the key are two
+transactions (the Outbox has no single call for both): a crash between
+them repeats the event with a new uuid; the server can deduplicate on the
+totalizers the payload carries.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from iot_box.config import DispenserConfig
+from iot_box.events import EVENT_VERSION, EventKind
+from iot_box.interfaces.transport import Transport, TransportError
+from iot_box.outbox import Outbox
+from iot_box.protocols.dart import (
+    DEFAULT_PARAMETERS,
+    CD1Command,
+    CD2AllowedNozzles,
+    CD3PresetVolume,
+    CD4PresetAmount,
+    CD5PriceUpdate,
+    CD101RequestTotals,
+    Command,
+    ControlType,
+    DartError,
+    DC1Status,
+    DC2FilledVolumeAmount,
+    DC3PriceNozzle,
+    DC5Alarm,
+    DC101Totals,
+    Direction,
+    Frame,
+    FrameSplitter,
+    Message,
+    PumpParameters,
+    PumpStatus,
+    decode_frame,
+    decode_transactions,
+    encode_frame,
+    encode_messages,
+    make_control,
+    next_seq,
+    validate_address,
+)
+
+from .fuelling_point import (
+    FuellingPoint,
+    IllegalTransition,
+    from_dart,
+)
+
+__all__ = ['CommandError', 'DartDispenserDriver', 'DartLinkError']
+
+logger = logging.getLogger(__name__)
+
+# A pump answers within a few ms at 9600 baud; a serial-server gateway
+# adds a few ms more.  250 ms tells a silent pump from a slow one without
+# stalling the line for long.
+RESPONSE_TIMEOUT = 0.25
+# A block NAKed or unanswered this many times is given up (and its
+# commands fail): a pump that lost three in a row is not listening.
+MAX_SEND_ATTEMPTS = 3
+# Running totals go to the server at most this often per pump: enough for
+# a live display, a tiny share of the uplink.
+RUNNING_TOTAL_INTERVAL = 1.0
+# Statuses that end a sale (DART_NOTES.md)
+SALE_ENDED = frozenset({PumpStatus.FILLING_COMPLETED, PumpStatus.MAX_REACHED})
+# Statuses in which the pump accepts CD5 (the simulator, after the notes:
+# prices are locked from AUTHORIZED until the sale is completed)
+PRICES_ACCEPTED = frozenset({
+    PumpStatus.NOT_PROGRAMMED, PumpStatus.RESET,
+    PumpStatus.FILLING_COMPLETED, PumpStatus.MAX_REACHED,
+    PumpStatus.SWITCHED_OFF})
+# Version of the payloads this driver writes
+PAYLOAD_VERSION = EVENT_VERSION
+
+CommandResult = Mapping[str, Any]
+
+
+class DartLinkError(TransportError):
+    "The pump did not acknowledge a block"
+
+
+class CommandError(ValueError):
+    "A server command the driver refuses (bad nozzle, no preset, ...)"
+
+
+@dataclass
+class _Block:
+    "A DATA block to send, and what to do once the pump ACKed it"
+    messages: tuple[Message, ...]
+    on_ack: Callable[[], None] | None = None
+    on_fail: Callable[[Exception], None] | None = None
+
+
+@dataclass
+class _Sale:
+    "What is known of the sale in progress or being closed"
+    nozzle: int | None = None
+    unit_price: Decimal | None = None
+    closing: bool = False  # filling info and totals asked
+    final: DC2FilledVolumeAmount | None = None
+    totals: dict[int, DC101Totals] = field(default_factory=dict)
+
+
+class DartDispenserDriver:
+    """The master for one DART pump address
+
+    prices: the unit prices to program a NOT_PROGRAMMED pump with (from the
+    server's setup answer), keyed by DART nozzle number 1..N."""
+
+    def __init__(
+            self, config: DispenserConfig, transport: Transport,
+            outbox: Outbox, params: PumpParameters = DEFAULT_PARAMETERS, *,
+            prices: Mapping[int, Decimal] | None = None,
+            price_set_id: int | str | None = None,
+            response_timeout: float = RESPONSE_TIMEOUT,
+            running_total_interval: float = RUNNING_TOTAL_INTERVAL,
+            clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.address = validate_address(config.address)
+        self.device = config.name
+        self.nozzles = {n.number: n.station_number for n in config.nozzles}
+        if sorted(self.nozzles) != list(range(1, len(self.nozzles) + 1)):
+            # CD5 gives the prices of nozzles 1, 2, ... in order
+            raise ValueError(
+                f"{self.device}: DART nozzles must be numbered 1..N, not "
+                f"{sorted(self.nozzles)}")
+        self.transport = transport
+        self.outbox = outbox
+        self.params = params
+        self.prices: dict[int, Decimal] = dict(prices or {})
+        self.price_set_id = price_set_id
+        self.response_timeout = response_timeout
+        self.running_total_interval = running_total_interval
+        self._clock = clock
+        self.point = FuellingPoint(self.device)
+
+        self.pump_status: PumpStatus | None = None
+        self.nozzle_out: int | None = None  # the nozzle out, if any
+        self.reported_prices: dict[int, Decimal] = {}  # from DC3
+        self._splitter = FrameSplitter()
+        self._tx_seq = 0
+        self._last_rx: Frame | None = None
+        self._queue: list[_Block] = []
+        self._started = False
+        self._programming = False
+        self._sale = _Sale()
+        self._last_running_total: float | None = None
+        self._commands: dict[str, asyncio.Future[CommandResult]] = {}
+        self._pending_prices: dict[int, Decimal] = {}
+        self._pending_price_set: int | str | None = None
+        self._price_commands: list[str] = []
+        self._prices_queued = False
+        self.missed_polls = 0
+
+    # --- server commands ----------------------------------------------
+
+    def _known(self, command_id: str) -> asyncio.Future[CommandResult] | None:
+        "The future of a command already executed or queued, if any"
+        if not command_id:
+            raise CommandError("command_id must not be empty")
+        future = self._commands.get(command_id)
+        if future is not None:
+            return future
+        result = self.outbox.command_result(command_id)
+        if result is None:
+            return None
+        logger.info(
+            "%s: command %s already executed, not again", self.device,
+            command_id)
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(result)
+        return future
+
+    def _new_command(self, command_id: str) -> asyncio.Future[CommandResult]:
+        future = asyncio.get_running_loop().create_future()
+        self._commands[command_id] = future
+        return future
+
+    def _done(self, command_id: str, result: CommandResult) -> None:
+        stored = self.outbox.command_done(command_id, result)
+        future = self._commands.pop(command_id, None)
+        if future is not None and not future.done():
+            future.set_result(stored)
+
+    def _failed(self, command_id: str, error: Exception) -> None:
+        future = self._commands.pop(command_id, None)
+        if future is not None and not future.done():
+            future.set_exception(error)
+
+    def authorize(
+            self, nozzle: int, command_id: str, *,
+            preset_volume: Decimal | None = None,
+            preset_amount: Decimal | None = None,
+            ) -> asyncio.Future[CommandResult]:
+        """Queue CD2 (this nozzle only) + the preset + CD1 AUTHORIZE
+
+        The future gives the stored result once the pump ACKed the block;
+        a command_id seen before gives its first result, not a second
+        authorisation."""
+        known = self._known(command_id)
+        if known is not None:
+            return known
+        if nozzle not in self.nozzles:
+            raise CommandError(f"{self.device}: no nozzle {nozzle}")
+        if preset_volume is not None and preset_amount is not None:
+            raise CommandError("give a preset volume or amount, not both")
+        messages: list[Message] = [CD2AllowedNozzles((nozzle,))]
+        if preset_volume is not None:
+            messages.append(CD3PresetVolume(preset_volume))
+        if preset_amount is not None:
+            messages.append(CD4PresetAmount(preset_amount))
+        messages.append(CD1Command(Command.AUTHORIZE))
+        encode_messages(messages, self.params)  # refuse bad presets now
+        future = self._new_command(command_id)
+        result = {
+            'version': PAYLOAD_VERSION, 'status': 'authorized',
+            'nozzle': nozzle, 'preset_volume': preset_volume,
+            'preset_amount': preset_amount}
+        self._queue.append(_Block(
+            tuple(messages),
+            on_ack=lambda: self._done(command_id, result),
+            on_fail=lambda error: self._failed(command_id, error)))
+        logger.info(
+            "%s: authorize nozzle %s (command %s)", self.device, nozzle,
+            command_id)
+        return future
+
+    def stop(self, command_id: str) -> asyncio.Future[CommandResult]:
+        "Queue CD1 STOP (an authorised or running fill ends)"
+        known = self._known(command_id)
+        if known is not None:
+            return known
+        future = self._new_command(command_id)
+        result = {'version': PAYLOAD_VERSION, 'status': 'stopped'}
+        self._queue.append(_Block(
+            (CD1Command(Command.STOP),),
+            on_ack=lambda: self._done(command_id, result),
+            on_fail=lambda error: self._failed(command_id, error)))
+        return future
+
+    def change_prices(
+            self, prices: Mapping[int, Decimal], command_id: str,
+            price_set_id: int | str | None = None,
+            ) -> asyncio.Future[CommandResult]:
+        """Queue new unit prices; CD5 goes to the pump only outside a sale
+
+        A change that arrives during a sale waits for its end: the sale
+        keeps the price it was authorised at, the next one has the new."""
+        known = self._known(command_id)
+        if known is not None:
+            return known
+        for nozzle, price in prices.items():
+            if nozzle not in self.nozzles:
+                raise CommandError(f"{self.device}: no nozzle {nozzle}")
+            if not isinstance(price, Decimal) or price <= 0:
+                raise CommandError(f"price {price!r} for nozzle {nozzle}")
+        future = self._new_command(command_id)
+        self._pending_prices.update(prices)
+        self._pending_price_set = price_set_id
+        self._price_commands.append(command_id)
+        logger.info(
+            "%s: price change %s queued (command %s)", self.device,
+            dict(prices), command_id)
+        return future
+
+    # --- price programming --------------------------------------------
+
+    def _price_block(self) -> _Block | None:
+        "CD5 with the current prices plus what waits; None if incomplete"
+        prices = {**self.prices, **self._pending_prices}
+        if set(prices) != set(self.nozzles):
+            logger.error(
+                "%s: no price for nozzles %s: cannot program the pump",
+                self.device, sorted(set(self.nozzles) - set(prices)))
+            return None
+        message = CD5PriceUpdate(tuple(prices[n] for n in sorted(prices)))
+        commands = list(self._price_commands)
+        price_set = self._pending_price_set
+        applied = dict(self._pending_prices)
+        self._pending_prices.clear()
+        self._price_commands.clear()
+        self._prices_queued = True
+
+        def on_ack() -> None:
+            self._prices_queued = False
+            self.prices = prices
+            if commands:
+                self.price_set_id = price_set
+            logger.info("%s: prices %s programmed", self.device, prices)
+            for command_id in commands:
+                self._done(command_id, {
+                    'version': PAYLOAD_VERSION, 'status': 'applied',
+                    'prices': {str(n): p for n, p in applied.items()},
+                    'price_set_id': price_set})
+
+        def on_fail(error: Exception) -> None:
+            # back in the queue: tried again at the next chance
+            self._prices_queued = False
+            for nozzle, price in applied.items():
+                self._pending_prices.setdefault(nozzle, price)
+            self._price_commands[:0] = commands
+
+        return _Block((message,), on_ack=on_ack, on_fail=on_fail)
+
+    def _maybe_queue_prices(self) -> None:
+        if (not self._price_commands or self._prices_queued
+                or self._sale.closing
+                or self.pump_status not in PRICES_ACCEPTED
+                or self.pump_status in SALE_ENDED):
+            # after a sale, `_finish_sale` sends them before its RESET
+            return
+        block = self._price_block()
+        if block is not None:
+            # before any queued AUTHORIZE: CD5 is refused once authorised
+            self._queue.insert(0, block)
+
+    # --- the line -----------------------------------------------------
+
+    async def _receive_frame(self) -> Frame | None:
+        "The next frame from our pump within the response timeout"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.response_timeout
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            data = await self.transport.receive(remaining)
+            if not data:
+                return None
+            for raw in self._splitter.feed(data):
+                try:
+                    frame = decode_frame(raw)
+                except DartError as error:
+                    logger.warning(
+                        "%s: frame dropped: %s", self.device, error)
+                    continue
+                if frame.address == self.address:
+                    # one exchange at a time: later frames are stale
+                    return frame
+
+    async def _send_control(self, kind: ControlType, seq: int = 0) -> None:
+        await self.transport.send(
+            encode_frame(self.address, make_control(kind, seq)))
+
+    async def _send_block(self, block: _Block) -> None:
+        seq = self._tx_seq
+        raw = encode_frame(
+            self.address, make_control(ControlType.DATA, seq),
+            encode_messages(block.messages, self.params))
+        for attempt in range(1, MAX_SEND_ATTEMPTS + 1):
+            await self.transport.send(raw)
+            reply = await self._receive_frame()
+            if reply is not None and reply.kind is ControlType.ACK and (
+                    reply.seq == seq):
+                self._tx_seq = next_seq(seq)
+                if block.on_ack is not None:
+                    block.on_ack()
+                return
+            logger.warning(
+                "%s: block %s %s (attempt %s/%s)", self.device, seq,
+                'unanswered' if reply is None else reply.kind.name,
+                attempt, MAX_SEND_ATTEMPTS)
+        error = DartLinkError(
+            f"{self.device}: block {seq} not acknowledged after "
+            f"{MAX_SEND_ATTEMPTS} attempts")
+        logger.error("%s", error)
+        if block.on_fail is not None:
+            block.on_fail(error)
+
+    async def _poll(self) -> None:
+        await self._send_control(ControlType.POLL)
+        frame = await self._receive_frame()
+        if frame is None:
+            self.missed_polls += 1
+            logger.debug("%s: no answer to POLL", self.device)
+            return
+        self.missed_polls = 0
+        if frame.kind is not ControlType.DATA:
+            if frame.kind is not ControlType.EOT:
+                logger.debug(
+                    "%s: %s to POLL", self.device, frame.kind.name)
+            return
+        if frame == self._last_rx:
+            logger.info(
+                "%s: block %s repeated: ACKed again, not handled",
+                self.device, frame.seq)
+            await self._send_control(ControlType.ACK, frame.seq)
+            return
+        try:
+            messages = decode_transactions(
+                frame, Direction.PUMP_TO_MASTER, self.params)
+        except DartError as error:
+            logger.warning(
+                "%s: NAK block %s: %s", self.device, frame.seq, error)
+            await self._send_control(ControlType.NAK, frame.seq)
+            return
+        for message in messages:
+            self._handle(message)
+        # ACK only now: the events of this block are durable
+        self._last_rx = frame
+        await self._send_control(ControlType.ACK, frame.seq)
+
+    def start(self) -> None:
+        "Ask the pump its status (done by the first poll_once anyway)"
+        if not self._started:
+            self._started = True
+            self._queue.append(_Block((CD1Command(Command.RETURN_STATUS),)))
+
+    async def poll_once(self) -> None:
+        "Send what is queued, then POLL and handle the answer"
+        self.start()
+        self._maybe_queue_prices()
+        while self._queue:
+            await self._send_block(self._queue.pop(0))
+        await self._poll()
+
+    async def run(self) -> None:
+        "Poll until cancelled; line errors are logged and polling goes on"
+        interval = self.config.poll_interval
+        while True:
+            try:
+                await self.poll_once()
+            except TransportError as error:
+                logger.error("%s: line error: %s", self.device, error)
+            await asyncio.sleep(interval)
+
+    # --- pump messages ------------------------------------------------
+
+    def _event(self, kind: EventKind, payload: Mapping[str, Any]) -> None:
+        self.outbox.append(kind, self.device, dt.datetime.now(dt.UTC), {
+            'version': PAYLOAD_VERSION, 'pump_address': self.address,
+            **payload})
+
+    def _nozzle_payload(self, nozzle: int | None) -> dict[str, Any]:
+        return {
+            'nozzle': nozzle,
+            'station_nozzle': self.nozzles.get(nozzle) if nozzle else None}
+
+    def _update_point(self) -> None:
+        if self.pump_status is None:
+            return
+        new = from_dart(self.pump_status, self.nozzle_out is not None)
+        try:
+            self.point.transition(new)
+        except IllegalTransition:
+            self.point.resync(new)  # the pump is the truth; logged above
+
+    def _handle(self, message: Message) -> None:
+        if isinstance(message, DC1Status):
+            self._status(message.status)
+        elif isinstance(message, DC2FilledVolumeAmount):
+            self._filled(message)
+        elif isinstance(message, DC3PriceNozzle):
+            self._nozzle(message)
+        elif isinstance(message, DC101Totals):
+            if self._sale.closing:
+                self._sale.totals[message.counter] = message
+                self._maybe_finish_sale()
+            else:
+                logger.info("%s: totals %s", self.device, message)
+        elif isinstance(message, DC5Alarm):
+            logger.warning("%s: alarm %s", self.device, message.alarm)
+            self._event(EventKind.ALARM, {'code': message.alarm})
+        else:
+            logger.info("%s: %s", self.device, message)
+
+    def _status(self, status: PumpStatus) -> None:
+        old, self.pump_status = self.pump_status, status
+        if old is not status:
+            logger.info(
+                "%s: pump %s", self.device, status.name)
+        if status in (PumpStatus.AUTHORIZED, PumpStatus.FILLING) and (
+                self._sale.nozzle is None):
+            self._sale.nozzle = self.nozzle_out
+            self._sale.unit_price = self._price_of(self.nozzle_out)
+        self._update_point()
+        if status is PumpStatus.NOT_PROGRAMMED and not self._programming:
+            block = self._price_block()
+            if block is not None:
+                self._programming = True
+                price_failed = block.on_fail
+
+                def on_fail(error: Exception) -> None:
+                    self._programming = False  # retried at next NOT_PROGRAMMED
+                    if price_failed is not None:
+                        price_failed(error)
+
+                self._queue.insert(0, _Block(
+                    block.messages + (CD1Command(Command.RESET),),
+                    on_ack=block.on_ack, on_fail=on_fail))
+        elif status is PumpStatus.RESET:
+            self._programming = False
+        elif status in SALE_ENDED and not self._sale.closing:
+            self._close_sale()
+
+    def _price_of(self, nozzle: int | None) -> Decimal | None:
+        if nozzle is None:
+            return None
+        return self.reported_prices.get(nozzle, self.prices.get(nozzle))
+
+    def _filled(self, message: DC2FilledVolumeAmount) -> None:
+        if self._sale.closing:
+            self._sale.final = message
+            self._maybe_finish_sale()
+            return
+        if self.pump_status not in (
+                PumpStatus.FILLING, PumpStatus.AUTHORIZED):
+            return
+        now = self._clock()
+        last = self._last_running_total
+        if last is not None and now - last < self.running_total_interval:
+            return
+        self._last_running_total = now
+        self._event(EventKind.RUNNING_TOTAL, {
+            **self._nozzle_payload(self._sale.nozzle or self.nozzle_out),
+            'volume': message.volume, 'amount': message.amount})
+
+    def _nozzle(self, message: DC3PriceNozzle) -> None:
+        if message.nozzle:
+            self.reported_prices[message.nozzle] = message.price
+        new = message.nozzle if message.nozzle_out else None
+        old, self.nozzle_out = self.nozzle_out, new
+        if old is not None and old != new:
+            self._event(EventKind.NOZZLE_DOWN, self._nozzle_payload(old))
+        if new is not None and old != new:
+            self._event(EventKind.NOZZLE_UP, {
+                **self._nozzle_payload(new), 'unit_price': message.price})
+        self._update_point()
+
+    # --- end of sale --------------------------------------------------
+
+    def _close_sale(self) -> None:
+        "Ask the final filling information and the totals of all nozzles"
+        self._sale.closing = True
+        self._sale.final = None
+        self._sale.totals.clear()
+        self._queue.append(_Block(
+            (CD1Command(Command.RETURN_FILLING_INFORMATION),)
+            + tuple(CD101RequestTotals(n) for n in sorted(self.nozzles))))
+
+    def _maybe_finish_sale(self) -> None:
+        sale = self._sale
+        if sale.final is None or set(sale.totals) != set(self.nozzles):
+            return
+        final = sale.final
+        key = ':'.join([
+            self.device, 'sale', *(
+                f'{t.volume_total}/{t.amount_total}'
+                for _, t in sorted(sale.totals.items())),
+            str(final.volume), str(final.amount)])
+        recorded = self.outbox.command_result(key)
+        if recorded is not None:
+            logger.info(
+                "%s: sale %s already recorded (event %s)", self.device,
+                key, recorded.get('event'))
+        else:
+            nozzle = sale.nozzle
+            totals = sale.totals.get(nozzle) if nozzle else None
+            if nozzle is None:
+                logger.warning(
+                    "%s: sale of %s on an unknown nozzle", self.device,
+                    final.volume)
+            payload = {
+                **self._nozzle_payload(nozzle),
+                'volume': final.volume, 'amount': final.amount,
+                'unit_price': sale.unit_price,
+                'totalizer_volume': totals.volume_total if totals else None,
+                'totalizer_amount': totals.amount_total if totals else None,
+                'price_set_id': self.price_set_id}
+            self._event(EventKind.TRANSACTION_COMPLETED, payload)
+            self.outbox.command_done(key, {'recorded': True})
+            logger.info(
+                "%s: sale on nozzle %s: %s for %s", self.device, nozzle,
+                final.volume, final.amount)
+        self._sale = _Sale()
+        self._last_running_total = None
+        messages: tuple[Message, ...] = ()
+        on_ack = on_fail = None
+        if self._price_commands:
+            block = self._price_block()
+            if block is not None:
+                messages, on_ack, on_fail = (
+                    block.messages, block.on_ack, block.on_fail)
+        self._queue.append(_Block(
+            messages + (CD1Command(Command.RESET),), on_ack, on_fail))
+
