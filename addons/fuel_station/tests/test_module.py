@@ -7,7 +7,6 @@ import xml.etree.ElementTree as ET
 from decimal import Decimal
 
 import polib
-
 from trytond.model.exceptions import AccessError
 from trytond.model.modelview import AccessButtonError
 from trytond.modules.company.tests import (
@@ -101,7 +100,7 @@ class FuelStationTestCase(CompanyTestMixin, ModuleTestCase):
                 continue
             key = f'model:{name},string:'
             self.assertTrue(key in contexts, msg=key)
-            for fname, field in model._fields.items():
+            for fname in model._fields:
                 if fname in base_fields:
                     continue
                 key = f'field:{name},{fname}:'

@@ -1,0 +1,181 @@
+# This file is part of fuelpay.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+"""HTTP routes the station service (box) calls
+
+The bearer key identifies the box: it belongs to the box's technical user
+(`fuel.device.box.user`). Once the box is known, the routes only read and
+write that box, its station and its records, so they run without the
+access rights of the technical user, which needs no group."""
+import datetime as dt
+
+from trytond.i18n import gettext
+from trytond.protocols.wrappers import (
+    HTTPStatus,
+    abort,
+    user_application,
+    with_pool,
+    with_transaction,
+)
+from trytond.transaction import Transaction, without_check_access
+from trytond.wsgi import app
+
+from .event import loads
+from .exceptions import BoxIdentifierError, PayloadError
+from .res import APPLICATION
+
+# The version of the JSON the routes answer; a box refuses a major it
+# does not know.
+VERSION = 1
+
+fuel_device_application = user_application(APPLICATION)
+
+
+def _data(request):
+    "The JSON body, numbers with a fraction as Decimal"
+    try:
+        data = loads(request.get_data(as_text=True) or '{}')
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise PayloadError(gettext(
+                'fuel_device.msg_value_invalid', field='body', value='...'))
+    return data
+
+
+def _box(pool, states):
+    "The box of the key's user, or 403 when it is not in states"
+    Box = pool.get('fuel.device.box')
+    boxes = Box.search([
+            ('user', '=', Transaction().user),
+            ('state', 'in', states),
+            ], limit=1)
+    if not boxes:
+        abort(HTTPStatus.FORBIDDEN)
+    box, = boxes
+    return box
+
+
+def _list(data, field):
+    items = data.get(field)
+    if not isinstance(items, list):
+        raise PayloadError(gettext(
+                'fuel_device.msg_value_missing', field=field))
+    return items
+
+
+def _decimal(value):
+    return str(value) if value is not None else None
+
+
+@app.route('/<database_name>/fuel_device/setup', methods=['POST'])
+@with_pool
+@with_transaction()
+@fuel_device_application
+def setup(request, pool):
+    """The box reports itself and its devices; answer the configuration
+    of its station"""
+    Box = pool.get('fuel.device.box')
+    Device = pool.get('fuel.device.device')
+    Price = pool.get('fuel.station.price')
+    data = _data(request)
+    with without_check_access():
+        box = _box(pool, ['paired', 'active'])
+        if data.get('identifier') != box.identifier:
+            raise BoxIdentifierError(gettext(
+                    'fuel_device.msg_box_identifier_mismatch',
+                    identifier=str(data.get('identifier'))))
+        version = data.get('version')
+        Box.seen([box], version=str(version) if version else None)
+        Device.report(box, _list(data, 'devices'))
+
+        station = box.station
+        now = dt.datetime.now()
+        nozzles = []
+        for nozzle in station.nozzles:
+            price, unit_price = Price.get_price(station, nozzle.grade, now)
+            nozzles.append({
+                    'station_number': nozzle.station_number,
+                    'number': nozzle.number,
+                    'dispenser': nozzle.dispenser.name,
+                    'bus_address': nozzle.dispenser.bus_address,
+                    'state': nozzle.state,
+                    'grade': {
+                        'id': nozzle.grade.id,
+                        'name': nozzle.grade.rec_name,
+                        'unit': nozzle.grade.default_uom.symbol,
+                        },
+                    'price': price.id if price else None,
+                    'unit_price': _decimal(unit_price),
+                    })
+        return {
+            'version': VERSION,
+            'box': box.identifier,
+            'state': box.state,
+            'station': {
+                'code': station.code,
+                'name': station.name,
+                'timezone': station.timezone,
+                'state': station.state,
+                },
+            'devices': [{
+                    'identifier': d.identifier,
+                    'kind': d.kind,
+                    'dispenser': d.dispenser.name if d.dispenser else None,
+                    } for d in box.devices],
+            'nozzles': nozzles,
+            }
+
+
+@app.route('/<database_name>/fuel_device/events', methods=['POST'])
+@with_pool
+@with_transaction()
+@fuel_device_application
+def events(request, pool):
+    "Store a batch of outbox events, one result per item"
+    Box = pool.get('fuel.device.box')
+    Event = pool.get('fuel.device.event')
+    data = _data(request)
+    with without_check_access():
+        box = _box(pool, ['active'])
+        items = _list(data, 'events')
+        Box.seen([box])
+        return {
+            'version': VERSION,
+            'results': Event.ingest(box, items),
+            }
+
+
+@app.route('/<database_name>/fuel_device/commands', methods=['GET'])
+@with_pool
+@with_transaction(readonly=False)
+@fuel_device_application
+def commands(request, pool):
+    "The commands the box has not answered yet"
+    Box = pool.get('fuel.device.box')
+    Command = pool.get('fuel.device.command')
+    with without_check_access():
+        box = _box(pool, ['active'])
+        Box.seen([box])
+        return {
+            'version': VERSION,
+            'commands': [c.to_json() for c in Command.fetch(box)],
+            }
+
+
+@app.route('/<database_name>/fuel_device/ack', methods=['POST'])
+@with_pool
+@with_transaction()
+@fuel_device_application
+def ack(request, pool):
+    "Record the answers of the box to its commands"
+    Box = pool.get('fuel.device.box')
+    Command = pool.get('fuel.device.command')
+    data = _data(request)
+    with without_check_access():
+        box = _box(pool, ['active'])
+        items = _list(data, 'commands')
+        Box.seen([box])
+        return {
+            'version': VERSION,
+            'results': Command.answer(box, items),
+            }

@@ -1,0 +1,146 @@
+# This file is part of fuelpay.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+from decimal import Decimal
+from http import HTTPStatus
+
+from trytond.modules.company.tests import create_company, set_company
+from trytond.pool import Pool
+from trytond.tests.test_tryton import RouteTestCase
+
+from .tools import create_box, create_station_with_price
+
+SETUP = {
+    'identifier': 'BOX-1',
+    'version': '0.1.0',
+    'devices': [
+        {'identifier': 'dart-0x50', 'kind': 'dispenser', 'protocol': 'dart',
+            'connection': 'udp://10.0.0.5:5001'},
+        {'identifier': 'printer', 'kind': 'printer'},
+        ],
+    }
+
+
+def event(uuid, seq, **values):
+    return dict({
+            'uuid': uuid, 'seq': seq, 'kind': 'transaction_completed',
+            'device': 'dart-0x50', 'device_time': '2026-11-24T02:00:00Z',
+            'payload': {'volume': 10.01, 'amount': 75.88},
+            }, **values)
+
+
+class FuelDeviceRouteTestCase(RouteTestCase):
+    "Test the routes the station service calls"
+    module = 'fuel_device'
+    key = requested_key = command = None
+
+    @classmethod
+    def setUpDatabase(cls):
+        pool = Pool()
+        Command = pool.get('fuel.device.command')
+        company = create_company()
+        with set_company(company):
+            station = create_station_with_price(company, 'S1')
+            box, cls.key = create_box(station, 'BOX-1')
+            _, cls.requested_key = create_box(
+                station, 'BOX-2', state='pending')
+            cls.command = Command.prepare(
+                box, 'price_change', {'unit_price': Decimal('7.6000')})
+            cls.command.save()
+            cls.command = cls.command.id
+
+    def headers(self, key=None):
+        return {'Authorization': f'Bearer {key or self.key}'}
+
+    def url(self, name):
+        return f'/{self.db_name}/fuel_device/{name}'
+
+    def test_unvalidated_key(self):
+        "Test a key requested but not validated gets 401"
+        client = self.client()
+        for key in [self.requested_key, 'unknown']:
+            with self.subTest(key=key):
+                response = client.post(
+                    self.url('setup'), json=SETUP, headers=self.headers(key))
+                self.assertEqual(response.status_code, HTTPStatus.UNAUTHORIZED)
+        response = client.get(self.url('commands'))
+        self.assertEqual(response.status_code, HTTPStatus.UNAUTHORIZED)
+
+    def test_setup(self):
+        "Test setup records the devices and answers prices as strings"
+        response = self.client().post(
+            self.url('setup'), json=SETUP, headers=self.headers())
+
+        self.assertEqual(response.status_code, HTTPStatus.OK)
+        data = response.json
+        self.assertEqual(data['version'], 1)
+        self.assertEqual(data['box'], 'BOX-1')
+        nozzle, = data['nozzles']
+        self.assertEqual(nozzle['station_number'], 1)
+        self.assertEqual(nozzle['bus_address'], 0x50)
+        self.assertIsInstance(nozzle['unit_price'], str)
+        self.assertEqual(Decimal(nozzle['unit_price']), Decimal('7.58'))
+        self.assertEqual(
+            sorted((d['identifier'], d['kind']) for d in data['devices']),
+            [('dart-0x50', 'dispenser'), ('printer', 'printer')])
+
+    def test_setup_other_identifier(self):
+        "Test a box cannot report itself with another identifier"
+        response = self.client().post(
+            self.url('setup'), json=dict(SETUP, identifier='BOX-2'),
+            headers=self.headers())
+        self.assertEqual(response.status_code, HTTPStatus.BAD_REQUEST)
+        self.assertEqual(
+            response.json['message'],
+            'The key belongs to another box than "BOX-2".')
+
+    def test_events(self):
+        "Test events are idempotent and a bad item gets its own error"
+        client = self.client()
+        batch = {'version': 1, 'events': [
+                event('r-1', 101),
+                event('r-2', 102, kind=None),
+                event('r-3', 103),
+                ]}
+        response = client.post(
+            self.url('events'), json=batch, headers=self.headers())
+        self.assertEqual(response.status_code, HTTPStatus.OK)
+        self.assertEqual(
+            [(r['uuid'], r['status']) for r in response.json['results']],
+            [('r-1', 'accepted'), ('r-2', 'error'), ('r-3', 'accepted')])
+        self.assertEqual(
+            response.json['results'][1]['error'],
+            'The value of "kind" is missing.')
+
+        response = client.post(
+            self.url('events'), json=batch, headers=self.headers())
+        self.assertEqual(
+            [r['status'] for r in response.json['results']],
+            ['duplicate'] * 3)
+
+    def test_events_not_a_batch(self):
+        "Test a body without events is refused"
+        response = self.client().post(
+            self.url('events'), json={'version': 1}, headers=self.headers())
+        self.assertEqual(response.status_code, HTTPStatus.BAD_REQUEST)
+
+    def test_commands_and_ack(self):
+        "Test the box fetches its commands and acknowledges them"
+        client = self.client()
+        response = client.get(self.url('commands'), headers=self.headers())
+        self.assertEqual(response.status_code, HTTPStatus.OK)
+        self.assertEqual(response.json['commands'], [{
+                    'id': self.command, 'kind': 'price_change',
+                    'payload': {'unit_price': '7.6000'}}])
+
+        response = client.post(
+            self.url('ack'), headers=self.headers(), json={
+                'version': 1, 'commands': [
+                    {'id': self.command, 'status': 'acked',
+                        'result': {'nozzles': [1]}},
+                    {'id': 999999, 'status': 'acked'}]})
+        self.assertEqual(response.status_code, HTTPStatus.OK)
+        self.assertEqual(
+            [r['status'] for r in response.json['results']],
+            ['accepted', 'error'])
+        response = client.get(self.url('commands'), headers=self.headers())
+        self.assertEqual(response.json['commands'], [])
