@@ -1,21 +1,19 @@
 # This file is part of fuelpay.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
 import json
-import pathlib
-import re
-import xml.etree.ElementTree as ET
 from decimal import Decimal
 
-import polib
 from trytond.model.exceptions import AccessError, SQLConstraintError
 from trytond.modules.company.tests import (
     CompanyTestMixin,
     create_company,
     set_company,
 )
-from trytond.pool import Pool, isregisteredby
+from trytond.pool import Pool
 from trytond.tests.test_tryton import ModuleTestCase, with_transaction
 from trytond.transaction import Transaction, check_access
+
+from addons.fuel_station.tests.tools import FuelModuleTestMixin
 
 from ..exceptions import BoxPairError
 from .tools import create_box, create_station_with_price
@@ -29,56 +27,10 @@ def event(uuid, seq, **values):
             }, **values)
 
 
-class FuelDeviceTestCase(CompanyTestMixin, ModuleTestCase):
+class FuelDeviceTestCase(
+        FuelModuleTestMixin, CompanyTestMixin, ModuleTestCase):
     "Test Fuel Device module"
     module = 'fuel_device'
-
-    def test_zh_cn_translation_complete(self):
-        "Test every string of the module is translated into zh_CN"
-        module = pathlib.Path(__file__).parent.parent
-        po = polib.pofile(str(module / 'locale' / 'zh_CN.po'))
-        self.assertEqual(
-            [e.msgctxt for e in po.untranslated_entries()], [])
-        self.assertEqual([e.msgctxt for e in po.fuzzy_entries()], [])
-        contexts = {e.msgctxt for e in po}
-        for record in ET.parse(module / 'message.xml').iter('record'):
-            key = f"model:ir.message,text:{record.get('id')}"
-            self.assertTrue(key in contexts, msg=key)
-
-    @with_transaction()
-    def test_zh_cn_translation_covers_fields(self):
-        "Test every field and model of the module has a zh_CN string"
-        pool = Pool()
-        module = pathlib.Path(__file__).parent.parent
-        po = polib.pofile(str(module / 'locale' / 'zh_CN.po'))
-        contexts = {e.msgctxt for e in po}
-        base_fields = set.intersection(*(
-                set(pool.get(m)._fields) for m in [
-                    'ir.lang', 'ir.model.data', 'res.user-res.group']))
-        for name, model in pool.iterobject():
-            if (not isregisteredby(model, self.module)
-                    or not name.startswith('fuel.')):
-                continue
-            key = f'model:{name},string:'
-            self.assertTrue(key in contexts, msg=key)
-            for fname in model._fields:
-                if fname in base_fields:
-                    continue
-                key = f'field:{name},{fname}:'
-                self.assertTrue(key in contexts, msg=key)
-
-    def test_every_message_shown_by_a_test(self):
-        "Test each message text of message.xml is expected by a test"
-        tests = pathlib.Path(__file__).parent
-        module = tests.parent
-        expected = '\n'.join(
-            p.read_text() for p in sorted(tests.iterdir())
-            if p.suffix in {'.rst', '.py'})
-        for record in ET.parse(module / 'message.xml').iter('record'):
-            text = record.find('field').text
-            fragment = max(re.split(r'%\(\w+\)s', text), key=len)
-            with self.subTest(message=record.get('id')):
-                self.assertTrue(fragment in expected, msg=fragment)
 
     @with_transaction()
     def test_ingest_idempotent(self):

@@ -1,12 +1,8 @@
 # This file is part of fuelpay.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
 import datetime as dt
-import pathlib
-import re
-import xml.etree.ElementTree as ET
 from decimal import Decimal
 
-import polib
 from trytond.model.exceptions import AccessError
 from trytond.model.modelview import AccessButtonError
 from trytond.modules.company.tests import (
@@ -14,9 +10,11 @@ from trytond.modules.company.tests import (
     create_company,
     set_company,
 )
-from trytond.pool import Pool, isregisteredby
+from trytond.pool import Pool
 from trytond.tests.test_tryton import ModuleTestCase, with_transaction
 from trytond.transaction import Transaction, check_access
+
+from .tools import FuelModuleTestMixin
 
 
 def create_grade(name, energy='petrol', uom='uom_liter'):
@@ -66,58 +64,10 @@ def create_user(login, company, role, stations=()):
     return user
 
 
-class FuelStationTestCase(CompanyTestMixin, ModuleTestCase):
+class FuelStationTestCase(
+        FuelModuleTestMixin, CompanyTestMixin, ModuleTestCase):
     "Test Fuel Station module"
     module = 'fuel_station'
-
-    def test_zh_cn_translation_complete(self):
-        "Test every string of the module is translated into zh_CN"
-        module = pathlib.Path(__file__).parent.parent
-        po = polib.pofile(str(module / 'locale' / 'zh_CN.po'))
-        self.assertEqual(
-            [e.msgctxt for e in po.untranslated_entries()], [])
-        self.assertEqual([e.msgctxt for e in po.fuzzy_entries()], [])
-        contexts = {e.msgctxt for e in po}
-        for record in ET.parse(module / 'message.xml').iter('record'):
-            key = f"model:ir.message,text:{record.get('id')}"
-            self.assertTrue(key in contexts, msg=key)
-
-    @with_transaction()
-    def test_zh_cn_translation_covers_fields(self):
-        "Test every field and model of the module has a zh_CN string"
-        pool = Pool()
-        module = pathlib.Path(__file__).parent.parent
-        po = polib.pofile(str(module / 'locale' / 'zh_CN.po'))
-        contexts = {e.msgctxt for e in po}
-        # fields every model has (id, create_date, rec_name, ...)
-        base_fields = set.intersection(*(
-                set(pool.get(m)._fields) for m in [
-                    'ir.lang', 'ir.model.data', 'res.user-res.group']))
-        base_fields.add('active')
-        for name, model in pool.iterobject():
-            if (not isregisteredby(model, self.module)
-                    or not name.startswith('fuel.')):
-                continue
-            key = f'model:{name},string:'
-            self.assertTrue(key in contexts, msg=key)
-            for fname in model._fields:
-                if fname in base_fields:
-                    continue
-                key = f'field:{name},{fname}:'
-                self.assertTrue(key in contexts, msg=key)
-
-    def test_every_message_shown_by_a_test(self):
-        "Test each message text of message.xml is expected by a test"
-        tests = pathlib.Path(__file__).parent
-        module = tests.parent
-        expected = '\n'.join(
-            p.read_text() for p in sorted(tests.iterdir())
-            if p.suffix in {'.rst', '.py'} and p.name != 'test_module.py')
-        for record in ET.parse(module / 'message.xml').iter('record'):
-            text = record.find('field').text
-            fragment = max(re.split(r'%\(\w+\)s', text), key=len)
-            with self.subTest(message=record.get('id')):
-                self.assertTrue(fragment in expected, msg=fragment)
 
     def create_price(self, company, lines, hours, station=None):
         pool = Pool()

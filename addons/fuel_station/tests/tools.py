@@ -1,13 +1,18 @@
 # This file is part of fuelpay.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
 """Helpers shared by the fuel modules' tests and scenarios"""
+import importlib
 import io
 import pathlib
+import re
 import unittest
+import xml.etree.ElementTree as ET
 from decimal import Decimal
 
+import polib
 from proteus import Model
-from trytond.tests.test_tryton import load_doc_tests
+from trytond.pool import Pool, isregisteredby
+from trytond.tests.test_tryton import load_doc_tests, with_transaction
 
 ENERGY_UOMS = {
     'petrol': 'Liter',
@@ -18,6 +23,69 @@ ENERGY_UOMS = {
     'hydrogen': 'Kilogram',
     'electricity': 'Kilowatt-hour',
     }
+
+
+class FuelModuleTestMixin:
+    """Checks every fuel module with strings passes: zh_CN complete, every
+    message of message.xml expected by a test
+
+    Mix into a ModuleTestCase; uses its `module`."""
+
+    @property
+    def module_path(self):
+        package = importlib.import_module(f'addons.{self.module}')
+        return pathlib.Path(package.__file__).parent
+
+    def zh_cn_contexts(self):
+        po = polib.pofile(str(self.module_path / 'locale' / 'zh_CN.po'))
+        return po, {e.msgctxt for e in po}
+
+    def messages(self):
+        return ET.parse(self.module_path / 'message.xml').iter('record')
+
+    def test_zh_cn_translation_complete(self):
+        "Test every string of the module is translated into zh_CN"
+        po, contexts = self.zh_cn_contexts()
+        self.assertEqual(
+            [e.msgctxt for e in po.untranslated_entries()], [])
+        self.assertEqual([e.msgctxt for e in po.fuzzy_entries()], [])
+        for record in self.messages():
+            key = f"model:ir.message,text:{record.get('id')}"
+            self.assertTrue(key in contexts, msg=key)
+
+    @with_transaction()
+    def test_zh_cn_translation_covers_fields(self):
+        "Test every field and model of the module has a zh_CN string"
+        pool = Pool()
+        _, contexts = self.zh_cn_contexts()
+        # fields every model has (id, create_date, rec_name, ...)
+        base_fields = set.intersection(*(
+                set(pool.get(m)._fields) for m in [
+                    'ir.lang', 'ir.model.data', 'res.user-res.group']))
+        base_fields.add('active')
+        for name, model in pool.iterobject():
+            if (not isregisteredby(model, self.module)
+                    or not name.startswith('fuel.')):
+                continue
+            key = f'model:{name},string:'
+            self.assertTrue(key in contexts, msg=key)
+            for fname in model._fields:
+                if fname in base_fields:
+                    continue
+                key = f'field:{name},{fname}:'
+                self.assertTrue(key in contexts, msg=key)
+
+    def test_every_message_shown_by_a_test(self):
+        "Test each message text of message.xml is expected by a test"
+        tests = self.module_path / 'tests'
+        expected = '\n'.join(
+            p.read_text() for p in sorted(tests.iterdir())
+            if p.suffix in {'.rst', '.py'})
+        for record in self.messages():
+            text = record.find('field').text
+            fragment = max(re.split(r'%\(\w+\)s', text), key=len)
+            with self.subTest(message=record.get('id')):
+                self.assertTrue(fragment in expected, msg=fragment)
 
 
 def scenario_test_case(name, path):
