@@ -33,7 +33,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from iot_box.events import EVENT_VERSION, EventKind, encode_json
-from iot_box.outbox import Outbox
+from iot_box.outbox import SCHEMA, Outbox
 
 EVENTS = 100_000
 # a box drains its queue in batches of about this size after an outage
@@ -41,18 +41,6 @@ BATCH = 100
 # per-event commits cost one fsync each: keep this run short
 SINGLE = 2_000
 
-RAW_SCHEMA = """CREATE TABLE event (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    uuid TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL,
-    device TEXT NOT NULL,
-    device_time TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    created_at TEXT NOT NULL,
-    sent_at TEXT)"""
-RAW_INDEX = (
-    "CREATE INDEX event_pending ON event (seq) WHERE sent_at IS NULL")
 
 Item = tuple[EventKind, str, dt.datetime, dict]
 
@@ -114,8 +102,9 @@ def raw_run(path: Path, items: list[Item], batch: int) -> tuple[
     try:
         connection.execute('PRAGMA journal_mode = WAL')
         connection.execute('PRAGMA synchronous = FULL')
-        connection.execute(RAW_SCHEMA)
-        connection.execute(RAW_INDEX)
+        # the very tables and index of the outbox
+        for statement in SCHEMA:
+            connection.execute(statement)
         insert = (
             'INSERT INTO event (uuid, kind, device, device_time, payload, '
             'version, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)')

@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 # while the box writes; wait this long for a lock instead of failing
 BUSY_TIMEOUT_MS = 5000
 
-_SCHEMA = (
+SCHEMA = (
     # AUTOINCREMENT: SQLite never reuses a seq, even once sent rows are
     # purged, so seq stays monotonic for the whole life of the box
     """CREATE TABLE IF NOT EXISTS event (
@@ -113,7 +113,7 @@ class Outbox:
         # acknowledge a sale
         connection.execute('PRAGMA synchronous = FULL')
         with Outbox._transaction(connection):
-            for statement in _SCHEMA:
+            for statement in SCHEMA:
                 connection.execute(statement)
 
     @staticmethod

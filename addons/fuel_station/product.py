@@ -65,4 +65,5 @@ class Template(metaclass=PoolMeta):
 
 
 class Product(metaclass=PoolMeta):
+    "Registered so product.product copies the template's fuel_energy"
     __name__ = 'product.product'

@@ -6,35 +6,21 @@ from decimal import Decimal
 
 from trytond.pool import Pool
 
+from addons.fuel_station.tests.test_module import create_grade, create_station
+
 
 def create_station_with_price(company, code, unit_price='7.5800'):
     """Create a station with one petrol nozzle priced unit_price
     since an hour ago; return the station"""
     pool = Pool()
-    ModelData = pool.get('ir.model.data')
     Location = pool.get('stock.location')
-    Template = pool.get('product.template')
-    Product = pool.get('product.product')
-    Station = pool.get('fuel.station')
     Dispenser = pool.get('fuel.station.dispenser')
     Tank = pool.get('fuel.station.tank')
     Nozzle = pool.get('fuel.station.nozzle')
     Price = pool.get('fuel.station.price')
-    template, = Template.create([{
-                'name': "92#",
-                'type': 'goods',
-                'fuel_energy': 'petrol',
-                'default_uom': ModelData.get_id('product', 'uom_liter'),
-                }])
-    grade, = Product.create([{'template': template.id}])
-    warehouse, = Location.search([('type', '=', 'warehouse')], limit=1)
-    station, = Station.create([{
-                'company': company.id,
-                'code': code,
-                'name': code,
-                'energies': ['petrol'],
-                'warehouse': warehouse.id,
-                }])
+    grade = create_grade("92#")
+    station = create_station(company, code)
+    warehouse = station.warehouse
     dispenser, = Dispenser.create([{
                 'station': station.id, 'name': "Island 1",
                 'protocol': 'dart', 'connection': 'udp',
