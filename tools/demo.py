@@ -23,12 +23,12 @@ TIMEZONE = 'Asia/Shanghai'
 
 GRADES = [
     # code, name, energy, uom xml id, list price
-    ('92', "92# Petrol", 'petrol', 'product.uom_liter', '7.5800'),
-    ('95', "95# Petrol", 'petrol', 'product.uom_liter', '8.0900'),
-    ('0D', "0# Diesel", 'diesel', 'product.uom_liter', '7.2600'),
-    ('CNG', "CNG", 'cng', 'product.uom_kilogram', '4.5000'),
-    ('H2', "Hydrogen 70 MPa", 'hydrogen', 'product.uom_kilogram', '35.0000'),
-    ('EV', "EV Charging", 'electricity', 'product.uom_energy_kwh', '1.2000'),
+    ('92', "92# Petrol", 'petrol', 'fuel_station.uom_fuel_litre', '7.5800'),
+    ('95', "95# Petrol", 'petrol', 'fuel_station.uom_fuel_litre', '8.0900'),
+    ('0D', "0# Diesel", 'diesel', 'fuel_station.uom_fuel_litre', '7.2600'),
+    ('CNG', "CNG", 'cng', 'fuel_station.uom_fuel_kilogram', '4.5000'),
+    ('H2', "Hydrogen 70 MPa", 'hydrogen', 'fuel_station.uom_fuel_kilogram', '35.0000'),
+    ('EV', "EV Charging", 'electricity', 'fuel_station.uom_fuel_kwh', '1.2000'),
     ]
 
 OPERATORS = [{
