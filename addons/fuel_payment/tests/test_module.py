@@ -17,6 +17,8 @@ from trytond.transaction import Transaction, check_access
 from addons.fuel_station.tests.test_module import create_user
 from addons.fuel_station.tests.tools import FuelModuleTestMixin
 
+from addons.fuel_device.tests.tools import create_box
+
 from .tools import create_payment_setup, fill
 
 
@@ -28,6 +30,7 @@ class FuelPaymentTestCase(
         FuelModuleTestMixin, CompanyTestMixin, ModuleTestCase):
     "Test Fuel Payment module"
     module = 'fuel_payment'
+    extras = ['fuel_device']
 
     def ingest(self, items):
         pool = Pool()
@@ -611,6 +614,47 @@ class FuelPaymentTestCase(
                             'amount': Decimal(1)}])
             self.assertEqual(
                 cm.exception.message, message('msg_payment_uuid_unique'))
+
+    @with_transaction()
+    def test_box_events_become_transactions(self):
+        "Test the fills a station box reports are priced by the platform"
+        pool = Pool()
+        Event = pool.get('fuel.device.event')
+        FuelTransaction = pool.get('fuel.payment.transaction')
+        company = create_company()
+        with set_company(company):
+            setup = create_payment_setup(company)
+            box, _ = create_box(setup['station'], 'BOX-1')
+            now = dt.datetime.now(dt.timezone.utc).isoformat()
+            good = {
+                'uuid': str(uuid.uuid4()), 'seq': 1,
+                'kind': 'transaction_completed', 'device': 'pump-1',
+                'device_time': now, 'version': 1,
+                'payload': {
+                    'nozzle': 1, 'station_nozzle': 1,
+                    'volume': {'__decimal__': '20.000'},
+                    'amount': {'__decimal__': '151.60'},
+                    'unit_price': {'__decimal__': '7.58'},
+                    'totalizer_volume': {'__decimal__': '1020.000'},
+                    'totalizer_amount': {'__decimal__': '7730.00'},
+                    'price_set_id': setup['price'].id,
+                    },
+                }
+            bad = dict(good, uuid=str(uuid.uuid4()), seq=2, payload=dict(
+                    good['payload'], volume='lots'))
+            results = Event.ingest(box, [good, bad])
+            self.assertEqual(
+                [r['status'] for r in results], ['accepted', 'error'])
+            self.assertEqual(results[1]['error'], message(
+                    'msg_ingest_number', field='quantity', value='lots'))
+            transaction, = FuelTransaction.search([])
+            self.assertEqual(transaction.uuid, good['uuid'])
+            self.assertEqual(transaction.amount_due, Decimal('151.60'))
+            self.assertEqual(transaction.totalizer_start, Decimal('1000'))
+            self.assertEqual(transaction.state, 'to_pay')
+            again = Event.ingest(box, [good])
+            self.assertEqual(again[0]['status'], 'duplicate')
+            self.assertEqual(FuelTransaction.search([], count=True), 1)
 
     @with_transaction()
     def test_tenant_isolation(self):
