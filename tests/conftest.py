@@ -19,9 +19,12 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 VENV_BIN = pathlib.Path(sys.executable).parent
-MODULES = ['fuel_station']
-# trytond-admin on a fresh PostgreSQL database takes about a minute on
-# two cores; the server starts in a few seconds
+# the modules ./fuel up activates (tools/fuel.py MODULES)
+MODULES = [
+    'fuel_station', 'fuel_payment', 'fuel_promotion', 'fuel_device',
+    'fuel_plate']
+# trytond-admin on a fresh PostgreSQL database takes about two minutes on
+# two cores with the five modules; the server starts in a few seconds
 SERVER_START_TIMEOUT = 60
 
 

@@ -6,7 +6,10 @@ Every record is looked up by its natural key before it is created, so
 running the loader again (``./fuel up`` does it at every start) never
 duplicates anything.  Two operators make tenant isolation visible:
 ``lanshan`` (Lanshan Energy, two stations) and ``heping`` (Heping Fuel,
-one station).  Demo users share the admin password.
+one station).  Demo users share the admin password.  Each operator gets
+the accounting the point of sale needs (chart of accounts, this year's
+fiscal year, VAT 13% included in the pump prices), a point of sale per
+station, a payment method of every kind and a few members with wallets.
 
     python -m tools.demo --database fuelpay --config trytond.conf \
         --admin-password-file var/admin-password
@@ -16,10 +19,13 @@ import datetime as dt
 import time
 from decimal import Decimal
 
-from proteus import Model
+from proteus import Model, Wizard
 from proteus import config as pconfig
 
 TIMEZONE = 'Asia/Shanghai'
+# China's VAT rate on refined oil, gas and electricity sold at the pump
+VAT_RATE = Decimal('0.13')
+MEMBER_PIN = '123456'
 
 GRADES = [
     # code, name, energy, uom xml id, list price
@@ -27,8 +33,10 @@ GRADES = [
     ('95', "95# Petrol", 'petrol', 'fuel_station.uom_fuel_litre', '8.0900'),
     ('0D', "0# Diesel", 'diesel', 'fuel_station.uom_fuel_litre', '7.2600'),
     ('CNG', "CNG", 'cng', 'fuel_station.uom_fuel_kilogram', '4.5000'),
-    ('H2', "Hydrogen 70 MPa", 'hydrogen', 'fuel_station.uom_fuel_kilogram', '35.0000'),
-    ('EV', "EV Charging", 'electricity', 'fuel_station.uom_fuel_kwh', '1.2000'),
+    ('H2', "Hydrogen 70 MPa", 'hydrogen', 'fuel_station.uom_fuel_kilogram',
+        '35.0000'),
+    ('EV', "EV Charging", 'electricity', 'fuel_station.uom_fuel_kwh',
+        '1.2000'),
     ]
 
 OPERATORS = [{
@@ -76,6 +84,17 @@ OPERATORS = [{
             ('lanshan.accountant', "Lanshan Accountant",
                 'role_accountant', [], None),
             ],
+        # name, card number, WeChat reference of the opening recharge
+        'members': [
+            ("Liu Yang", 'LS-0001', 'DEMO-WX-1'),
+            ("Zhou Min", 'LS-0002', 'DEMO-WX-2'),
+            ],
+        'corporate': {
+            'name': "Lanshan Logistics", 'number': 'LS-CORP-01',
+            'credit_limit': '2000', 'day_limit': '800',
+            # card number, plate
+            'cards': [('LS-C-0001', '浙A12345'), ('LS-C-0002', '浙A67890')],
+            },
         }, {
         'key': 'heping',
         'name': "Heping Fuel",
@@ -99,12 +118,49 @@ OPERATORS = [{
             ('heping.b01.attendant', "Wang Fang",
                 'role_attendant', ['B01'], "Wang Fang"),
             ],
+        'members': [
+            ("Sun Hao", 'HP-0001', 'DEMO-WX-3'),
+            ],
         }]
+
+# fuel kind, name; the kinds are fuel_payment's METHOD_KINDS
+METHODS = [
+    ('cash', "Cash"),
+    ('wallet', "Member Wallet"),
+    ('wechat', "WeChat Pay"),
+    ('alipay', "Alipay"),
+    ('unionpay', "UnionPay"),
+    ('jd', "JD Pay"),
+    ('face', "Face Pay"),
+    ('plate', "Frictionless (Plate)"),
+    ('corporate', "Corporate Account"),
+    ]
+# where the money of each kind is booked: the till, the deposits owed to
+# wallet holders, or what the payment hosts owe until they pay out
+METHOD_ACCOUNTS = {'cash': 'cash', 'wallet': 'deposits',
+    'corporate': 'deposits'}
+# accounts of the universal chart (account.account_template_root_en)
+CHART_TEMPLATE = 'account.account_template_root_en'
+CASH_CODE = '1.1.1'
+TAX_CODE = '2.2.3'  # Accrued Taxes (Other Than Payroll)
+OTHER_LIABILITY_CODE = '2.2.4'  # Other (Non-Financial) Liabilities
+GOODS_REVENUE_CODE = '4.1.1'
+SERVICES_REVENUE_CODE = '4.1.2'
+DISCOUNT_CODE = '4.3.2'  # Consideration Paid (Payable) To Customers
+# code, name, template of the type and parent
+EXTRA_ACCOUNTS = {
+    'deposits': ('2.2.9', "Customer Deposits", OTHER_LIABILITY_CODE),
+    'clearing': ('1.1.9', "Payment Hosts Clearing", CASH_CODE),
+    }
 
 
 XML_MODELS = {
-    'uom': ['product.uom'],
-    'role': ['res.role'],
+    'uom': 'product.uom',
+    'role': 'res.role',
+    'sequence': 'ir.sequence.type',
+    'location': 'stock.location',
+    'journal': 'account.journal',
+    'account': 'account.account.template',
     }
 
 
@@ -112,9 +168,14 @@ def ref(xml_id):
     "Return the record of a module xml id"
     ModelData = Model.get('ir.model.data')
     module, fs_id = xml_id.split('.')
-    model, = XML_MODELS[fs_id.split('_')[0]]
+    model = XML_MODELS[fs_id.split('_')[0]]
     return Model.get(model)(ModelData.get_id(
             module, fs_id, pconfig.get_config().context))
+
+
+def company_context(company):
+    "Work as the operator company: company-dependent values and defaults"
+    return pconfig.get_config().set_context(company=company.id)
 
 
 def first(model, domain):
@@ -133,7 +194,8 @@ def load_currency():
     return currency
 
 
-def load_grades():
+def load_grades(category):
+    "Create the grades, salable by their unit and booked through category"
     Template = Model.get('product.template')
     grades = {}
     for code, name, energy, uom, list_price in GRADES:
@@ -144,9 +206,29 @@ def load_grades():
                 name=name, code='FUEL-' + code, type='goods',
                 fuel_energy=energy, default_uom=unit,
                 list_price=Decimal(list_price))
+        # also for the grades of a database loaded before fuel_payment
+        if (not template.salable or template.sale_uom != template.default_uom
+                or template.account_category != category):
+            template.salable = True
+            template.sale_uom = template.default_uom
+            template.account_category = category
             template.save()
         grades[code] = template.products[0]
     return grades
+
+
+def load_service(code, name, category):
+    "Return the service product of code, sold by the unit"
+    Template = Model.get('product.template')
+    template = first('product.template', [('code', '=', code)])
+    if not template:
+        unit = ref('product.uom_unit')
+        template = Template(
+            name=name, code=code, type='service', salable=True,
+            default_uom=unit, sale_uom=unit, list_price=Decimal(0),
+            account_category=category)
+        template.save()
+    return template.products[0]
 
 
 def load_company(operator, currency):
@@ -309,6 +391,277 @@ def load_users(company, specs, stations, employees, password):
         user.save()
 
 
+def account_of(company, code):
+    account, = Model.get('account.account').find([
+            ('company', '=', company.id), ('code', '=', code),
+            ('closed', '!=', True)], limit=1)
+    return account
+
+
+def create_chart(company):
+    "Run the chart of accounts wizard on the universal chart for company"
+    wizard = Wizard('account.create_chart')
+    wizard.execute('account')
+    wizard.form.account_template = ref(CHART_TEMPLATE)
+    wizard.form.company = company
+    wizard.execute('create_account')
+    # no default accounts for product categories: the demo's categories
+    # name theirs
+    for name, kind in [
+            ('account_receivable', 'receivable'),
+            ('account_payable', 'payable')]:
+        account, = Model.get('account.account').find([
+                ('company', '=', company.id), (f'type.{kind}', '=', True),
+                ('closed', '!=', True)], limit=1)
+        setattr(wizard.form, name, account)
+    wizard.execute('create_properties')
+
+
+def load_fiscalyear(company):
+    "Create this year's fiscal year of company with monthly periods"
+    FiscalYear = Model.get('account.fiscalyear')
+    Sequence = Model.get('ir.sequence.strict')
+    today = dt.date.today()
+    if first('account.fiscalyear', [
+                ('company', '=', company.id),
+                ('start_date', '<=', today), ('end_date', '>=', today)]):
+        return
+    name = str(today.year)
+    fiscalyear = FiscalYear(
+        name=name, company=company,
+        start_date=dt.date(today.year, 1, 1),
+        end_date=dt.date(today.year, 12, 31))
+    fiscalyear.move_sequence = Sequence(
+        name=f"Account Moves {name}", company=company,
+        sequence_type=ref('account.sequence_type_account_move'))
+    fiscalyear.move_sequence.save()
+    invoices = Sequence(
+        name=f"Invoices {name}", company=company,
+        sequence_type=ref('account_invoice.sequence_type_account_invoice'))
+    invoices.save()
+    sequences, = fiscalyear.invoice_sequences
+    for kind in ['out_invoice', 'in_invoice', 'out_credit_note',
+            'in_credit_note']:
+        setattr(sequences, f'{kind}_sequence', invoices)
+    fiscalyear.save()
+    fiscalyear.click('create_period')
+
+
+def load_accounting(company):
+    """Create the chart of accounts, the fiscal year, VAT and the accounts
+    of the payment methods of company; return the accounts by use and
+    the VAT"""
+    Account = Model.get('account.account')
+    Tax = Model.get('account.tax')
+    with company_context(company):
+        if not first('account.account', [('company', '=', company.id)]):
+            create_chart(company)
+        load_fiscalyear(company)
+        accounts = {
+            'cash': account_of(company, CASH_CODE),
+            'tax': account_of(company, TAX_CODE),
+            'revenue': account_of(company, GOODS_REVENUE_CODE),
+            'services': account_of(company, SERVICES_REVENUE_CODE),
+            'discount': account_of(company, DISCOUNT_CODE),
+            }
+        for key, (code, name, like) in EXTRA_ACCOUNTS.items():
+            account = first('account.account', [
+                    ('company', '=', company.id), ('code', '=', code)])
+            if not account:
+                model = account_of(company, like)
+                account = Account(
+                    company=company, code=code, name=name,
+                    type=model.type, parent=model.parent)
+                account.save()
+            accounts[key] = account
+        vat = first('account.tax', [
+                ('company', '=', company.id), ('rate', '=', VAT_RATE),
+                ('type', '=', 'percentage'), ('parent', '=', None)])
+        if not vat:
+            vat = Tax(
+                company=company, name="VAT 13%", description="VAT 13%",
+                type='percentage', rate=VAT_RATE,
+                invoice_account=accounts['tax'],
+                credit_note_account=accounts['tax'])
+            vat.save()
+    return accounts, vat
+
+
+def load_category(name, company_accounts, taxed):
+    """Return the accounting category of name booking on the account of
+    each company ([(company, account, VAT)]), with its VAT if taxed"""
+    Category = Model.get('product.category')
+    category = first('product.category', [
+            ('name', '=', name), ('accounting', '=', True)])
+    if not category:
+        category = Category(name=name, accounting=True)
+        category.save()
+    for company, account, _ in company_accounts:
+        # the revenue account is a value per company
+        with company_context(company):
+            category = Category(category.id)
+            if category.account_revenue != account:
+                # its on_change puts the account's taxes instead of the
+                # category's: they are set below
+                category.account_revenue = account
+                category.save()
+    category = Category(category.id)
+    if taxed:
+        missing = [
+            vat for _, _, vat in company_accounts
+            if vat not in category.customer_taxes]
+        if missing:
+            category.customer_taxes.extend(
+                Model.get('account.tax')(v.id) for v in missing)
+            category.save()
+    return category
+
+
+def load_point(company, station):
+    "Create the point of sale of station and link them"
+    Point = Model.get('sale.point')
+    Sequence = Model.get('ir.sequence.strict')
+    station = Model.get('fuel.station')(station.id)
+    if station.point:
+        return station.point
+    name = f"POS {station.code} {station.name}"
+    with company_context(company):
+        point = first('sale.point', [
+                ('company', '=', company.id), ('name', '=', name)])
+        if not point:
+            sequence = Sequence(
+                name=name, company=company,
+                sequence_type=ref('sale_point.sequence_type_sale'))
+            sequence.save()
+            journal, = Model.get('account.journal').find(
+                [('type', '=', 'revenue')], limit=1)
+            storage = station.warehouse.storage_location
+            point = Point(
+                name=name, company=company, tax_included=True,
+                journal=journal, sequence=sequence,
+                storage_location=storage, return_location=storage,
+                customer_location=ref('stock.location_customer'))
+            point.save()
+    station.point = point
+    station.save()
+    return point
+
+
+def load_methods(company, accounts):
+    "Create a payment method of every fuel kind; return them by kind"
+    Method = Model.get('sale.point.payment.method')
+    methods = {}
+    with company_context(company):
+        for kind, name in METHODS:
+            method = first('sale.point.payment.method', [
+                    ('company', '=', company.id), ('fuel_kind', '=', kind)])
+            if not method:
+                method = Method(
+                    company=company, name=name, fuel_kind=kind,
+                    cash=kind == 'cash',
+                    account=accounts[METHOD_ACCOUNTS.get(kind, 'clearing')])
+                method.save()
+            methods[kind] = method
+    return methods
+
+
+def load_configuration(discount, recharge):
+    Configuration = Model.get('fuel.payment.configuration')
+    configuration = Configuration(1)
+    if (configuration.discount_product != discount
+            or configuration.recharge_product != recharge):
+        configuration.discount_product = discount
+        configuration.recharge_product = recharge
+        configuration.save()
+
+
+def set_pins(cards, pin):
+    """Set the PIN of cards through Card.set_pin, which is no RPC: in a
+    transaction of the loader's own, as the administrator"""
+    from trytond.pool import Pool
+    from trytond.transaction import Transaction
+    config = pconfig.get_config()
+    with Transaction().start(
+            config.database_name, config.user,
+            context=config.context) as transaction:
+        Card = Pool().get('fuel.payment.wallet.card')
+        for card in Card.browse([c.id for c in cards]):
+            card.set_pin(pin)
+        transaction.commit()
+
+
+def load_wallet(company, party_name, kind, number, credit_limit=0):
+    "Return the wallet of the party of party_name, created when missing"
+    Party = Model.get('party.party')
+    Wallet = Model.get('fuel.payment.wallet')
+    with company_context(company):
+        wallet = first('fuel.payment.wallet', [
+                ('company', '=', company.id), ('number', '=', number)])
+        if not wallet:
+            party = first('party.party', [('name', '=', party_name)])
+            if not party:
+                party = Party(name=party_name)
+                party.save()
+            wallet = Wallet(
+                company=company, party=party, kind=kind, number=number,
+                credit_limit=Decimal(credit_limit))
+            wallet.save()
+    return wallet
+
+
+def load_card(company, wallet, number, holder=None, plate=None,
+        day_limit=None):
+    Card = Model.get('fuel.payment.wallet.card')
+    with company_context(company):
+        card = first('fuel.payment.wallet.card', [
+                ('company', '=', company.id), ('number', '=', number)])
+        if not card:
+            card = Card(
+                wallet=wallet, number=number, holder=holder, plate=plate,
+                day_limit=Decimal(day_limit) if day_limit else None)
+            card.save()
+    return card
+
+
+def recharge(company, wallet, amount, method, station, reference):
+    "Recharge wallet once through the recharge wizard"
+    with company_context(company):
+        if first('fuel.payment.wallet.move', [
+                    ('wallet', '=', wallet.id), ('kind', '=', 'recharge'),
+                    ('reference', '=', reference)]):
+            return
+        wizard = Wizard('fuel.payment.wallet.recharge', [wallet])
+        wizard.form.station = Model.get('fuel.station')(station.id)
+        wizard.form.method = method
+        wizard.form.amount = Decimal(amount)
+        wizard.form.reference = reference
+        wizard.execute('recharge')
+
+
+def load_members(company, operator, station, methods):
+    """Create the members of operator, each with a personal wallet and a
+    card with the demo PIN recharged 500 by WeChat, and its corporate
+    wallet with a sub-card per vehicle"""
+    cards = []
+    for name, number, reference in operator.get('members', []):
+        wallet = load_wallet(company, name, 'personal', number)
+        cards.append(load_card(company, wallet, number, holder=name))
+        recharge(company, wallet, '500', methods['wechat'], station,
+            reference)
+    corporate = operator.get('corporate')
+    if corporate:
+        wallet = load_wallet(
+            company, corporate['name'], 'corporate', corporate['number'],
+            credit_limit=corporate['credit_limit'])
+        for number, plate in corporate['cards']:
+            cards.append(load_card(
+                    company, wallet, number, holder=corporate['name'],
+                    plate=plate, day_limit=corporate['day_limit']))
+    without_pin = [c for c in cards if not c.has_pin]
+    if without_pin:
+        set_pins(without_pin, MEMBER_PIN)
+
+
 def load_shift(station, employees):
     Shift = Model.get('fuel.station.shift')
     if first('fuel.station.shift', [('station', '=', station.id)]):
@@ -338,12 +691,30 @@ def load(password):
     currency = load_currency()
     companies = [load_company(o, currency) for o in OPERATORS]
     load_admin(companies, password)
-    grades = load_grades()
+    accounting = [load_accounting(c) for c in companies]
+
+    def category(name, use, taxed):
+        return load_category(name, [
+                (c, accounts[use], vat)
+                for c, (accounts, vat) in zip(
+                    companies, accounting, strict=True)], taxed)
+    grades = load_grades(category("Fuel", 'revenue', True))
+    load_configuration(
+        load_service('FUEL-DISCOUNT', "Fuel Discount",
+            category("Discounts", 'discount', True)),
+        # booked on the customer deposits by fuel_payment, free of VAT
+        # until the fuel is sold
+        load_service('FUEL-RECHARGE', "Wallet Recharge",
+            category("Wallet Recharges", 'services', False)))
     activated = []
-    for operator, company in zip(OPERATORS, companies, strict=True):
+    for operator, company, (accounts, _) in zip(
+            OPERATORS, companies, accounting, strict=True):
         stations = {
             s['code']: load_station(company, s, grades)
             for s in operator['stations']}
+        for station in stations.values():
+            load_point(company, station)
+        methods = load_methods(company, accounts)
         employees = load_employees(company, operator['employees'])
         load_users(
             company, operator['users'], stations, employees, password)
@@ -357,6 +728,7 @@ def load(password):
                         station=stations[spec['code']]))
         first_station = stations[operator['stations'][0]['code']]
         load_shift(first_station, list(employees.values())[:2])
+        load_members(company, operator, first_station, methods)
     if any(activated):
         # let the effective time pass, then do what the cron does
         time.sleep(2.5)

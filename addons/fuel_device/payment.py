@@ -2,6 +2,8 @@
 # this repository contains the full copyright notices and license terms.
 """With fuel_payment: the fills a box reports become fuelling
 transactions priced by the platform"""
+import contextlib
+
 from trytond.pool import Pool, PoolMeta
 from trytond.transaction import without_check_access
 
@@ -43,7 +45,7 @@ class Event(metaclass=PoolMeta):
         items = [event.transaction_item(box) for event in events]
         with without_check_access():
             results = FuelTransaction.ingest(items)
-        for event, result in zip(events, results):
+        for event, result in zip(events, results, strict=True):
             if result['status'] == 'error':
                 event.state = 'error'
                 event.error = result['message']
@@ -59,10 +61,9 @@ class Event(metaclass=PoolMeta):
         start = None
         if end is not None and volume is not None:
             # the box reads the totalizer after the fill only
-            try:
+            # a bad figure is left for the ingestion to name
+            with contextlib.suppress(ValueError, ArithmeticError):
                 start = to_decimal(end) - to_decimal(volume)
-            except (ValueError, ArithmeticError):
-                pass  # the ingestion tells what is wrong
         return {
             'uuid': self.uuid,
             'station': box.station.id,

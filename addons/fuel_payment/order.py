@@ -7,10 +7,9 @@ import uuid as uuid_
 from decimal import Decimal
 
 from trytond.i18n import gettext
-from trytond.model import (
-    Index, ModelSQL, ModelView, Unique, Workflow, fields)
-from trytond.modules.product import round_price
+from trytond.model import Index, ModelSQL, ModelView, Unique, Workflow, fields
 from trytond.modules.currency.fields import Monetary
+from trytond.modules.product import round_price
 from trytond.pool import Pool
 from trytond.pyson import Eval
 from trytond.rpc import RPC
@@ -254,11 +253,10 @@ class Order(Workflow, ModelSQL, ModelView):
                         order=order.rec_name))
             payment.amount = amount
             payment.change = Decimal(0)
-        if method.needs_reference:
-            if not (reference or '').strip():
-                raise OrderPaymentError(gettext(
-                        'fuel_payment.msg_order_reference_required',
-                        method=method.rec_name))
+        if method.needs_reference and not (reference or '').strip():
+            raise OrderPaymentError(gettext(
+                    'fuel_payment.msg_order_reference_required',
+                    method=method.rec_name))
         payment.reference = (reference or '').strip() or None
         if method.wallet:
             if card is None:
@@ -333,9 +331,12 @@ class Order(Workflow, ModelSQL, ModelView):
                         'fuel_payment.msg_order_not_paid',
                         order=order.rec_name,
                         amount=order.amount_to_pay))
-            order.sale = order.get_sale()
-            sales.append(order.sale)
         with without_check_access():
+            # the POS sale, its cash session and journals are the
+            # platform's bookkeeping, not the attendant's records
+            for order in orders:
+                order.sale = order.get_sale()
+                sales.append(order.sale)
             Sale.save(sales)
             Sale.process(sales)
         cls.save(orders)

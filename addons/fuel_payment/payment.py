@@ -4,8 +4,8 @@
 station, payment methods of a kind, fuel sale lines leaving the tank"""
 from decimal import Decimal
 
-from trytond.model import ModelSingleton, ModelSQL, ModelView, fields
 from trytond.i18n import gettext
+from trytond.model import ModelSingleton, ModelSQL, ModelView, fields
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
 

@@ -205,7 +205,7 @@ class Shift(metaclass=PoolMeta):
         date = (self.end_date or dt.datetime.now()).date()
 
         # one stock move per grade and source/destination location
-        quantities = defaultdict(float)
+        quantities = defaultdict(Decimal)
         lines_of = {}
         gross = defaultdict(Decimal)
         for sale in sales:
@@ -214,7 +214,8 @@ class Shift(metaclass=PoolMeta):
                 if line.product.type == 'service':
                     continue
                 key = (line.product, line.from_location, line.to_location)
-                quantities[key] += line.quantity
+                # summed in Decimal: float sums drift past the unit's digits
+                quantities[key] += Decimal(str(line.quantity))
                 lines_of.setdefault(key, line)
         stock_moves = []
         for key, quantity in quantities.items():
@@ -225,7 +226,8 @@ class Shift(metaclass=PoolMeta):
                 product, from_location, to_location = key
                 key = (product, to_location, from_location)
             move = StockMove(
-                product=key[0], unit=line.unit, quantity=abs(quantity),
+                product=key[0], unit=line.unit,
+                quantity=line.unit.round(float(abs(quantity))),
                 from_location=key[1], to_location=key[2],
                 company=self.station.company, currency=line.currency,
                 unit_price=line.unit_list_price, effective_date=date,

@@ -9,15 +9,19 @@ from collections import defaultdict
 from decimal import Decimal, InvalidOperation
 
 from trytond.i18n import gettext
-from trytond.model import (
-    Index, ModelSQL, ModelView, Unique, Workflow, fields)
+from trytond.model import Index, ModelSQL, ModelView, Unique, Workflow, fields
 from trytond.modules.currency.fields import Monetary
 from trytond.pool import Pool
 from trytond.pyson import Eval
 from trytond.rpc import RPC
 from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import (
-    Button, StateAction, StateTransition, StateView, Wizard)
+    Button,
+    StateAction,
+    StateTransition,
+    StateView,
+    Wizard,
+)
 
 from addons.fuel_station.price import IN_FORCE
 
@@ -90,7 +94,7 @@ def to_datetime(value):
     else:
         raise ValueError(value)
     if result.tzinfo is not None:
-        result = result.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        result = result.astimezone(dt.UTC).replace(tzinfo=None)
     return result
 
 
@@ -130,7 +134,8 @@ class FuellingTransaction(Workflow, ModelSQL, ModelView):
         "Reported Nozzle", readonly=True,
         help="The station nozzle number (枪号) the dispenser reported.")
     grade = fields.Many2One(
-        'product.product', "Grade", readonly=True, ondelete='RESTRICT')
+        'product.product', "Grade", readonly=True, ondelete='RESTRICT',
+        context={'company': Eval('company', -1)}, depends={'company'})
     unit = fields.Function(
         fields.Many2One('product.uom', "Unit"), 'on_change_with_unit')
     dispenser_reference = fields.Char(
@@ -417,7 +422,7 @@ class FuellingTransaction(Workflow, ModelSQL, ModelView):
             (i, v, p) for i, v, p in to_complete if results[i] is None]
         if creatable:
             records = cls.create([cls._record_values(v) for _, v in creatable])
-            for (index, _), record in zip(creatable, records):
+            for (index, _), record in zip(creatable, records, strict=True):
                 results[index] = record.ingest_result('created')
         for index, values, previous in completable:
             record_values = cls._record_values(values)
@@ -550,7 +555,7 @@ class FuellingTransaction(Workflow, ModelSQL, ModelView):
                     ])}
         prices = PriceTable(list(stations.values()))
         by_nozzle = defaultdict(list)
-        for values, index in zip(values_list, indexes):
+        for values, index in zip(values_list, indexes, strict=True):
             station = stations.get(values['station'])
             if station is None:
                 results[index] = cls._error_result(
@@ -558,7 +563,7 @@ class FuellingTransaction(Workflow, ModelSQL, ModelView):
                             'fuel_payment.msg_ingest_station',
                             station=values['station'])))
                 continue
-            flags, details = [], []
+            flags = []
             values['station'] = station
             values['company'] = station.company
             values['shift'] = shifts.get(station.id)

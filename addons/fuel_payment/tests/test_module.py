@@ -9,17 +9,19 @@ from trytond.i18n import gettext
 from trytond.model.exceptions import AccessError
 from trytond.model.modelview import AccessButtonError
 from trytond.modules.company.tests import (
-    CompanyTestMixin, create_company, set_company)
+    CompanyTestMixin,
+    create_company,
+    set_company,
+)
 from trytond.pool import Pool
 from trytond.tests.test_tryton import ModuleTestCase, with_transaction
 from trytond.transaction import Transaction, check_access
 
+from addons.fuel_device.tests.tools import create_box
 from addons.fuel_station.tests.test_module import create_user
 from addons.fuel_station.tests.tools import FuelModuleTestMixin
 
-from addons.fuel_device.tests.tools import create_box
-
-from .tools import create_payment_setup, fill
+from .tools import create_card, create_payment_setup, create_wallet, fill
 
 
 def message(msg_id, **values):
@@ -285,9 +287,9 @@ class FuelPaymentTestCase(
                 'attendant', company, 'role_attendant', [station])
             manager = create_user(
                 'manager', company, 'role_station_manager', [station])
-        with Transaction().set_user(attendant.id), check_access():
-            with self.assertRaises(AccessButtonError):
-                FuelTransaction.accept([transaction])
+        with (Transaction().set_user(attendant.id), check_access(),
+                self.assertRaises(AccessButtonError)):
+            FuelTransaction.accept([transaction])
         with Transaction().set_user(manager.id), check_access():
             FuelTransaction.accept([transaction])
         self.assertEqual(transaction.state, 'to_pay')
@@ -366,16 +368,18 @@ class FuelPaymentTestCase(
 
         move = shift.move
         self.assertEqual(move.state, 'posted')
+        self.assertEqual(move.description, message(
+                'msg_shift_move_description', shift=shift.rec_name))
         self.assertEqual(
-            sum(l.debit for l in move.lines),
-            sum(l.credit for l in move.lines))
+            sum(ml.debit for ml in move.lines),
+            sum(ml.credit for ml in move.lines))
         cash_line, = [
-            l for l in move.lines
-            if l.account == setup['accounts']['cash']]
+            ml for ml in move.lines
+            if ml.account == setup['accounts']['cash']]
         self.assertEqual(cash_line.debit, Decimal('304.13'))
         revenue = sum(
-            l.credit - l.debit for l in move.lines
-            if l.account == setup['accounts']['revenue'])
+            ml.credit - ml.debit for ml in move.lines
+            if ml.account == setup['accounts']['revenue'])
         self.assertEqual(revenue, Decimal('304.13'))
         stock, = Move.search([('product', '=', setup['grade'].id)])
         self.assertEqual(stock.from_location, setup['tank'].location)
@@ -480,6 +484,13 @@ class FuelPaymentTestCase(
             self.assertEqual(cm.exception.message, message(
                     'msg_order_card_required',
                     method=setup['methods']['wallet'].rec_name))
+            member = create_card(create_wallet(company))
+            with self.assertRaises(UserError) as cm:
+                Order.add_payment(
+                    order, setup['methods']['corporate'], '10',
+                    card=member.id)
+            self.assertEqual(cm.exception.message, message(
+                    'msg_order_card_invalid', card=member.rec_name))
             Order.add_payment(
                 order, setup['methods']['alipay'], '10', reference='A1')
             with self.assertRaises(UserError) as cm:
@@ -602,9 +613,9 @@ class FuelPaymentTestCase(
                 [self.ingest_one(fill(setup['station'], '10'))])
             payment = Order.add_payment(
                 order, setup['methods']['jd'], '10', reference='JD1')
-            with Transaction().set_context(_check_access=True):
-                with self.assertRaises(UserError) as cm:
-                    Payment.write([payment], {'amount': Decimal(1)})
+            with (Transaction().set_context(_check_access=True),
+                    self.assertRaises(UserError) as cm):
+                Payment.write([payment], {'amount': Decimal(1)})
             self.assertEqual(
                 cm.exception.message, message('msg_payment_modify'))
             with self.assertRaises(UserError) as cm:
@@ -625,7 +636,7 @@ class FuelPaymentTestCase(
         with set_company(company):
             setup = create_payment_setup(company)
             box, _ = create_box(setup['station'], 'BOX-1')
-            now = dt.datetime.now(dt.timezone.utc).isoformat()
+            now = dt.datetime.now(dt.UTC).isoformat()
             good = {
                 'uuid': str(uuid.uuid4()), 'seq': 1,
                 'kind': 'transaction_completed', 'device': 'pump-1',

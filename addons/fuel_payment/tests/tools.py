@@ -242,3 +242,37 @@ def fill(station, quantity, nozzle=1, unit_price=None, amount=None,
         }
     item.update(extra)
     return item
+
+
+def create_wallet(company, kind='personal', credit_limit=0, name="Li Lei"):
+    pool = Pool()
+    Party = pool.get('party.party')
+    Wallet = pool.get('fuel.payment.wallet')
+    party, = Party.create([{'name': name}])
+    wallet, = Wallet.create([{
+                'company': company.id,
+                'party': party.id,
+                'kind': kind,
+                'credit_limit': Decimal(credit_limit),
+                }])
+    return wallet
+
+
+def create_card(wallet, pin=None, **values):
+    pool = Pool()
+    Card = pool.get('fuel.payment.wallet.card')
+    card, = Card.create([dict(values, wallet=wallet.id)])
+    if pin:
+        card.set_pin(pin)
+    return card
+
+
+def fund(wallet, amount):
+    "Credit amount to wallet by an adjustment"
+    pool = Pool()
+    Move = pool.get('fuel.payment.wallet.move')
+    move, = Move.create([{
+                'wallet': wallet.id, 'kind': 'adjustment',
+                'amount': Decimal(amount), 'uuid': str(uuid.uuid4()),
+                }])
+    return move
