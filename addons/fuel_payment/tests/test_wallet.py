@@ -117,6 +117,78 @@ class WalletTestCase(ModuleTestCase):
     # a database constraint error ends the transaction: one a test
 
     @with_transaction()
+    def test_statement(self):
+        """Test the member statement shows the balance before the period,
+        after each movement of it, and at its end"""
+        pool = Pool()
+        Move = pool.get('fuel.payment.wallet.move')
+        Statement = pool.get(
+            'fuel.payment.wallet.statement', type='report')
+        company = create_company()
+        with set_company(company):
+            wallet = create_wallet(company)
+            card = create_card(wallet)
+            before, recharge, payment, after = Move.create([{
+                        'wallet': wallet.id, 'kind': 'recharge',
+                        'amount': Decimal('300.00'),
+                        'date': dt.datetime(2026, 10, 31, 10),
+                        'uuid': str(uuid.uuid4()),
+                        }, {
+                        'wallet': wallet.id, 'kind': 'recharge',
+                        'amount': Decimal('200.00'),
+                        'date': dt.datetime(2026, 11, 2, 8, 30),
+                        'uuid': str(uuid.uuid4()),
+                        }, {
+                        'wallet': wallet.id, 'card': card.id,
+                        'kind': 'payment', 'amount': Decimal('-304.13'),
+                        'date': dt.datetime(2026, 11, 20, 18),
+                        'uuid': str(uuid.uuid4()),
+                        }, {
+                        'wallet': wallet.id, 'kind': 'adjustment',
+                        'amount': Decimal('-1.00'),
+                        'date': dt.datetime(2026, 12, 1, 0, 5),
+                        'uuid': str(uuid.uuid4()),
+                        }])
+
+            statement = Statement.statement(
+                wallet, dt.date(2026, 11, 1), dt.date(2026, 11, 30))
+            self.assertEqual(statement['opening'], Decimal('300.00'))
+            self.assertEqual(statement['lines'], [
+                    (recharge, Decimal('500.00')),
+                    (payment, Decimal('195.87')),
+                    ])
+            self.assertEqual(statement['credit'], Decimal('200.00'))
+            self.assertEqual(statement['debit'], Decimal('304.13'))
+            self.assertEqual(statement['closing'], Decimal('195.87'))
+
+            # without a period: every movement
+            statement = Statement.statement(wallet)
+            self.assertEqual(statement['opening'], Decimal(0))
+            self.assertEqual(
+                [m for m, _ in statement['lines']],
+                [before, recharge, payment, after])
+            self.assertEqual(statement['closing'], self.balance(wallet))
+
+            extension, content, _, _ = Statement.execute([wallet.id], {
+                    'from_date': dt.date(2026, 11, 1),
+                    'to_date': dt.date(2026, 11, 30),
+                    })
+            self.assertEqual(extension, 'html')
+            for figure in ['300.00', '500.00', '-304.13', '195.87']:
+                self.assertIn(self.amount(figure, company), content)
+            self.assertNotIn(self.amount('-1.00', company), content)
+
+            with self.assertRaises(WalletError) as cm:
+                Statement.execute([wallet.id], {
+                        'from_date': dt.date(2026, 11, 30),
+                        'to_date': dt.date(2026, 11, 1),
+                        })
+            self.assertMessage(
+                cm, 'msg_statement_dates', 'cannot start',
+                from_date=dt.date(2026, 11, 30),
+                to_date=dt.date(2026, 11, 1))
+
+    @with_transaction()
     def test_wallet_number_unique(self):
         "Test two wallets of an operator cannot have the same number"
         pool = Pool()
@@ -211,6 +283,26 @@ class WalletTestCase(ModuleTestCase):
                 cm, 'msg_wallet_move_modify',
                 "never changed nor deleted")
             self.assertEqual(self.balance(wallet), Decimal('50'))
+
+            # by hand (over RPC) only adjustments: the other kinds come
+            # with the operation that moves the money
+            with Transaction().set_context(_check_access=True):
+                Move.create([{
+                            'wallet': wallet.id, 'kind': 'adjustment',
+                            'amount': Decimal('-5'),
+                            'uuid': str(uuid.uuid4()),
+                            }])
+                self.assertEqual(self.balance(wallet), Decimal('45'))
+                # the error rolls the RPC call's transaction back
+                with self.assertRaises(WalletError) as cm:
+                    Move.create([{
+                                'wallet': wallet.id, 'kind': 'recharge',
+                                'amount': Decimal('1000'),
+                                'uuid': str(uuid.uuid4()),
+                                }])
+                self.assertMessage(
+                    cm, 'msg_wallet_move_manual',
+                    "Only adjustments are entered by hand")
 
     @with_transaction()
     def test_move_sign_and_card(self):
@@ -311,11 +403,20 @@ class WalletTestCase(ModuleTestCase):
             Wallet.recharge(
                 wallet, Decimal('200'), methods['alipay'], setup['station'],
                 reference='2026112522001')
+            Wallet.recharge(
+                wallet, Decimal('100'), methods['cash'], setup['station'])
             for reading in shift.readings:
                 reading.closing_volume = reading.opening_volume
                 reading.closing_amount = reading.opening_amount
                 reading.save()
             Shift.close([shift])
+            # the money taken for recharges is in the shift's drawer
+            self.assertEqual(shift.expected_cash, Decimal('100.00'))
+            self.assertEqual(
+                {m.method: m.expected for m in shift.method_amounts}, {
+                    methods['alipay']: Decimal('200.00'),
+                    methods['cash']: Decimal('100.00'),
+                    })
             wallet_method = methods['wallet']
             wallet_method.fuel_kind = None
             wallet_method.save()
@@ -331,7 +432,7 @@ class WalletTestCase(ModuleTestCase):
             deposit = sum(
                 ml.credit - ml.debit for ml in shift.move.lines
                 if ml.account == wallet_method.account)
-            self.assertEqual(deposit, Decimal('200.00'))
+            self.assertEqual(deposit, Decimal('300.00'))
 
     @with_transaction()
     def test_recharge_bonus(self):
@@ -535,6 +636,40 @@ class WalletTestCase(ModuleTestCase):
                 wallet=wallet.rec_name)
 
     # ---- PIN -----------------------------------------------------------
+
+    @with_transaction()
+    def test_set_pin_wizard(self):
+        """Test the Set PIN wizard wants the PIN twice and keeps only its
+        hash"""
+        pool = Pool()
+        SetPin = pool.get('fuel.payment.wallet.card.set_pin', type='wizard')
+        Card = pool.get('fuel.payment.wallet.card')
+        company = create_company()
+        with set_company(company):
+            card = create_card(create_wallet(company))
+            self.assertFalse(card.has_pin)
+            session_id, _, _ = SetPin.create()
+            with Transaction().set_context(
+                    active_model=Card.__name__, active_id=card.id,
+                    active_ids=[card.id]):
+                set_pin = SetPin(session_id)
+                self.assertEqual(
+                    set_pin.default_start(None), {'card': card.id})
+                set_pin.start.pin = '2468'
+                set_pin.start.confirmation = '2469'
+                with self.assertRaises(WalletPinError) as cm:
+                    set_pin.transition_set_()
+                self.assertMessage(
+                    cm, 'msg_card_pin_confirmation', 'type the same digits',
+                    card=card.rec_name)
+                self.assertIsNone(set_pin.start.pin)
+                set_pin.start.pin = set_pin.start.confirmation = '2468'
+                self.assertEqual(set_pin.transition_set_(), 'end')
+                self.assertIsNone(set_pin.start.pin)
+            card = Card(card.id)
+            self.assertTrue(card.has_pin)
+            self.assertNotIn('2468', card._get_pin_hash())
+            card.check_pin('2468')
 
     @with_transaction()
     def test_pin(self):
