@@ -72,12 +72,10 @@ POST_CHUNK = 100
 BATCH = 1_000
 # one order in WECHAT_EVERY is paid by WeChat, the others in cash
 WECHAT_EVERY = 3
-# Shift._settle sums the sale lines' float quantities per grade and tank:
-# with litres to the millilitre the sum of thousands of fills picks up
-# float noise (34950.50000000001) that the stock move's 3-digit quantity
-# refuses.  Litres in eighths add up exactly in binary, so the bench can
-# measure the posting; the noise itself is a bug of shift.py to fix.
-QUANTUM = Decimal('0.125')
+# litres to the millilitre, as dispensers report them: Shift._settle must
+# sum thousands of the sale lines' float quantities without float noise
+# (34950.50000000001) that the stock move's 3 digits would refuse
+QUANTUM = Decimal('0.001')
 
 
 def ingest(items):

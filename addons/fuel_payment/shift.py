@@ -7,6 +7,9 @@ import datetime as dt
 from collections import defaultdict
 from decimal import Decimal
 
+from sql import Null
+from sql.aggregate import Count
+from sql.functions import CurrentTimestamp
 from trytond.i18n import gettext
 from trytond.model import ModelSQL, ModelView, fields
 from trytond.modules.currency.fields import Monetary
@@ -72,12 +75,15 @@ class Shift(metaclass=PoolMeta):
     @classmethod
     def expected_amounts(cls, shifts):
         """Return {shift id: {method id: amount}} of the payments kept by
-        the shift's paid orders (refunded orders count for nothing)"""
+        the shift's paid orders (refunded orders count for nothing) and by
+        its wallet recharges"""
         pool = Pool()
         Order = pool.get('fuel.payment.order')
         Payment = pool.get('fuel.payment.order.payment')
         order = Order.__table__()
         payment = Payment.__table__()
+        sale = pool.get('sale.point.sale').__table__()
+        sale_payment = pool.get('sale.point.payment').__table__()
         cursor = Transaction().connection.cursor()
         result = {s.id: {} for s in shifts}
         for sub in _chunks([s.id for s in shifts]):
@@ -86,7 +92,18 @@ class Shift(metaclass=PoolMeta):
                     ).select(
                     order.shift, payment.method, payment.amount,
                     where=order.shift.in_(sub) & order.state.in_(PAID)))
-            for shift_id, method_id, amount in cursor:
+            rows = list(cursor)
+            # the POS sales of the shift without order: wallet recharges
+            cursor.execute(*sale_payment.join(
+                    sale, condition=sale_payment.sale == sale.id
+                    ).join(order, 'LEFT', condition=order.sale == sale.id
+                    ).select(
+                    sale.fuel_shift, sale_payment.method, sale_payment.amount,
+                    where=sale.fuel_shift.in_(sub)
+                    & sale.state.in_(['done', 'posted'])
+                    & (order.id == Null)))
+            rows.extend(cursor)
+            for shift_id, method_id, amount in rows:
                 amounts = result[shift_id]
                 amounts[method_id] = (
                     amounts.get(method_id, Decimal(0)) + Decimal(amount))
@@ -121,6 +138,7 @@ class Shift(metaclass=PoolMeta):
         Order = pool.get('fuel.payment.order')
         MethodAmount = pool.get('fuel.payment.shift.method_amount')
         Session = pool.get('sale.point.cash.session')
+        cls.adopt(shifts)
         for shift in shifts:
             fuelling = FuelTransaction.search([
                     ('station', '=', shift.station.id),
@@ -169,6 +187,45 @@ class Shift(metaclass=PoolMeta):
             Session.close(sessions)
 
     @classmethod
+    def adopt(cls, shifts):
+        """Give the closing shifts what their station took while no shift
+        was open (fills, orders, recharges), so that their money is
+        counted and settled with them"""
+        pool = Pool()
+        FuelTransaction = pool.get('fuel.payment.transaction')
+        Order = pool.get('fuel.payment.order')
+        Sale = pool.get('sale.point.sale')
+        transaction = FuelTransaction.__table__()
+        order = Order.__table__()
+        sale = Sale.__table__()
+        cursor = Transaction().connection.cursor()
+        for shift in shifts:
+            station = shift.station
+            cursor.execute(*transaction.update(
+                    [transaction.shift], [shift.id],
+                    where=(transaction.station == station.id)
+                    & (transaction.shift == Null)
+                    & transaction.state.in_(
+                        ['review', 'to_pay', 'paid', 'posted'])))
+            cursor.execute(*order.update(
+                    [order.shift], [shift.id],
+                    where=(order.station == station.id)
+                    & (order.shift == Null)))
+            point = getattr(station, 'point', None)
+            if point:
+                cursor.execute(*sale.update(
+                        [sale.fuel_shift], [shift.id],
+                        where=(sale.point == point.id)
+                        & (sale.fuel_shift == Null)
+                        & (sale.state == 'done')))
+        # the records read before see the new shift
+        transaction_ = Transaction()
+        transaction_.counter += 1
+        for cache in transaction_.cache.values():
+            for Model in [FuelTransaction, Order, Sale]:
+                cache.pop(Model.__name__, None)
+
+    @classmethod
     @ModelView.button
     def settle(cls, shifts):
         """Post the closed shifts' sales as one account move per shift
@@ -191,53 +248,104 @@ class Shift(metaclass=PoolMeta):
         Sale = pool.get('sale.point.sale')
         SaleLine = pool.get('sale.point.sale.line')
         SalePayment = pool.get('sale.point.payment')
+        Method = pool.get('sale.point.payment.method')
+        Point = pool.get('sale.point')
+        Product = pool.get('product.product')
         StockMove = pool.get('stock.move')
         AccountMove = pool.get('account.move')
         Order = pool.get('fuel.payment.order')
         FuelTransaction = pool.get('fuel.payment.transaction')
-        sales = Sale.search([
-                ('fuel_shift', '=', self.id),
-                ('state', '=', 'done'),
-                ])
-        if not sales:
+        cursor = Transaction().connection.cursor()
+        sale = Sale.__table__()
+        sale_line = SaleLine.__table__()
+        sale_payment = SalePayment.__table__()
+        order = Order.__table__()
+        fuel_transaction = FuelTransaction.__table__()
+
+        # the done sales' lines as plain rows, in the order of Sale.search
+        # and of Sale.lines, to sum them as sale_point computes each line
+        done = (sale.fuel_shift == self.id) & (sale.state == 'done')
+        cursor.execute(*sale.join(
+                sale_line, 'LEFT', condition=sale_line.sale == sale.id
+                ).join(fuel_transaction, 'LEFT',
+                condition=sale_line.fuel_transaction == fuel_transaction.id
+                ).select(
+                sale.id, sale.point, sale_line.product, sale_line.quantity,
+                sale_line.unit_list_price, sale_line.unit_gross_price,
+                sale_line.fuel_transaction, fuel_transaction.nozzle,
+                where=done,
+                order_by=[
+                    sale.date.desc, sale.id.desc, sale_line.id.asc]))
+        rows = cursor.fetchall()
+        if not rows:
             return
-        point = sales[0].point
+        sale_ids = list(dict.fromkeys(r[0] for r in rows))
+        company = self.station.company
+        currency = company.currency
+        points = {p.id: p for p in Point.browse({r[1] for r in rows})}
+        # in the company's context, as sale.point.sale.line's product
+        with Transaction().set_context(company=company.id):
+            products = {p.id: p for p in Product.browse(
+                    {r[2] for r in rows if r[2] is not None})}
+        point = points[rows[0][1]]
         date = (self.end_date or dt.datetime.now()).date()
 
         # one stock move per grade and source/destination location
         quantities = defaultdict(Decimal)
-        lines_of = {}
+        unit_list_prices = {}
         gross = defaultdict(Decimal)
-        for sale in sales:
-            for line in sale.lines:
-                gross[line.product] += line.amount
-                if line.product.type == 'service':
-                    continue
-                key = (line.product, line.from_location, line.to_location)
-                # summed in Decimal: float sums drift past the unit's digits
-                quantities[key] += Decimal(str(line.quantity))
-                lines_of.setdefault(key, line)
+        locations = {}
+        for row in rows:
+            (_, point_id, product_id, quantity, list_price, gross_price,
+                transaction_id, nozzle_id) = row
+            if product_id is None:
+                continue
+            line_point = points[point_id]
+            product = products[product_id]
+            # sale.point.sale.line's amount, Decimal(str(float)) included
+            quantity = Decimal(str(quantity or 0))
+            unit_price = _decimal(
+                gross_price if line_point.tax_included else list_price)
+            gross[product] += currency.round(
+                quantity * (unit_price or Decimal(0)))
+            if product.type == 'service':
+                continue
+            # the line's own from/to locations (the tank of the fill's
+            # nozzle), asked of one line per point, product, direction
+            # and nozzle
+            where = (point_id, product_id, quantity >= 0,
+                transaction_id is not None, nozzle_id)
+            if where not in locations:
+                line = SaleLine(
+                    sale=Sale(point=line_point, company=company),
+                    product=product, quantity=float(quantity),
+                    fuel_transaction=transaction_id)
+                locations[where] = (line.from_location, line.to_location)
+            key = (product, *locations[where])
+            # summed in Decimal: float sums drift past the unit's digits
+            quantities[key] += quantity
+            unit_list_prices.setdefault(key, _decimal(list_price))
         stock_moves = []
         for key, quantity in quantities.items():
-            line = lines_of[key]
             if not quantity:
                 continue
+            unit_price = unit_list_prices[key]
             if quantity < 0:
                 product, from_location, to_location = key
                 key = (product, to_location, from_location)
+            unit = key[0].sale_uom
             move = StockMove(
-                product=key[0], unit=line.unit,
-                quantity=line.unit.round(float(abs(quantity))),
+                product=key[0], unit=unit,
+                quantity=unit.round(float(abs(quantity))),
                 from_location=key[1], to_location=key[2],
-                company=self.station.company, currency=line.currency,
-                unit_price=line.unit_list_price, effective_date=date,
+                company=company, currency=currency,
+                unit_price=unit_price, effective_date=date,
                 origin=self)
             stock_moves.append(move)
 
         # one account move: Tryton's own POS posting of a sale summing
         # the shift, so revenue, taxes and payments follow its rules
-        total = Sale(
-            company=self.station.company, point=point, date=date)
+        total = Sale(company=company, point=point, date=date)
         total_lines = []
         for product, amount in gross.items():
             if not amount:
@@ -249,13 +357,20 @@ class Shift(metaclass=PoolMeta):
             line.unit_list_price = _untaxed(line, amount, date)
             total_lines.append(line)
         total.lines = total_lines
+        # the payments summed per method: amounts are grouped as they are
+        # stored and added up here, in Decimal on every backend
         paid = defaultdict(Decimal)
-        for sale in sales:
-            for payment in sale.payments:
-                paid[payment.method] += payment.amount
+        for sub in _chunks(sale_ids):
+            cursor.execute(*sale_payment.select(
+                    sale_payment.method, sale_payment.amount,
+                    Count(),
+                    where=sale_payment.sale.in_(sub),
+                    group_by=[sale_payment.method, sale_payment.amount]))
+            for method_id, amount, count in cursor:
+                paid[method_id] += _decimal(amount) * count
         total.payments = [
-            SalePayment(sale=total, method=m, amount=a)
-            for m, a in paid.items() if a]
+            SalePayment(sale=total, method=m, amount=paid[m.id])
+            for m in Method.browse(sorted(paid)) if paid[m.id]]
         move = total.get_account_move()
         move.origin = self
         move.description = gettext(
@@ -274,19 +389,80 @@ class Shift(metaclass=PoolMeta):
         self.save()
 
         # the sales, orders and transactions are posted with the shift
-        sale_table = Sale.__table__()
-        cursor = Transaction().connection.cursor()
-        for sub in _chunks([s.id for s in sales]):
-            cursor.execute(*sale_table.update(
-                    [sale_table.state, sale_table.move],
-                    ['posted', move.id],
-                    where=sale_table.id.in_(sub)))
-        orders = Order.search([
-                ('shift', '=', self.id), ('state', '=', 'paid')])
-        Order.mark_posted(orders)
-        FuelTransaction.mark_posted([
-                t for o in orders for t in o.transactions
-                if t.state == 'paid'])
+        for sub in _chunks(sale_ids):
+            cursor.execute(*sale.update(
+                    [sale.state, sale.move], ['posted', move.id],
+                    where=sale.id.in_(sub)))
+        _clear_cache(Sale, sale_ids)
+        cursor.execute(*order.select(
+                order.id,
+                where=(order.shift == self.id) & (order.state == 'paid')))
+        order_ids = [i for i, in cursor]
+        transaction_ids = []
+        for sub in _chunks(order_ids):
+            cursor.execute(*fuel_transaction.select(
+                    fuel_transaction.id,
+                    where=fuel_transaction.order.in_(sub)
+                    & (fuel_transaction.state == 'paid')))
+            transaction_ids.extend(i for i, in cursor)
+        _mark_posted(Order, order_ids)
+        _mark_posted(FuelTransaction, transaction_ids)
+
+
+def _decimal(value):
+    "A Numeric column's value as Decimal (SQLite may give its text)"
+    if value is None or isinstance(value, Decimal):
+        return value
+    if isinstance(value, bytes):
+        value = value.decode()
+    return Decimal(str(value))
+
+
+def _mark_posted(Model, ids):
+    """Move the records of ids from paid to posted as Model.mark_posted
+    does, which does nothing else: the state, write user and date set
+    with one UPDATE per chunk and the transitions logged in bulk, instead
+    of a write and a log record each"""
+    pool = Pool()
+    Trigger = pool.get('ir.trigger')
+    Log = pool.get('ir.model.log')
+    if not ids:
+        return
+    if Trigger.get_triggers(Model.__name__, 'write'):
+        # triggers need the ORM's write to see the records change
+        Model.mark_posted(Model.browse(ids))
+        return
+    transaction = Transaction()
+    cursor = transaction.connection.cursor()
+    table = Model.__table__()
+    log = Log.__table__()
+    user, now = transaction.user, CurrentTimestamp()
+    for sub in _chunks(ids):
+        cursor.execute(*table.update(
+                [table.state, table.write_uid, table.write_date],
+                ['posted', user, now],
+                where=table.id.in_(sub) & (table.state == 'paid')))
+    _clear_cache(Model, ids)
+    if Model._log:
+        # what Workflow.transition logs for each record
+        target = f'{Model._transition_state}:posted'
+        for sub in _chunks(ids):
+            cursor.execute(*log.insert(
+                    [log.create_uid, log.create_date, log.resource,
+                        log.event, log.target, log.user],
+                    [[user, now, f'{Model.__name__},{i}', 'transition',
+                            target, user] for i in sub]))
+
+
+def _clear_cache(Model, ids):
+    "Forget what this transaction read of the records SQL just changed"
+    transaction = Transaction()
+    transaction.counter += 1
+    for cache in transaction.cache.values():
+        if Model.__name__ in cache:
+            records = cache[Model.__name__]
+            for id_ in ids:
+                records.pop(id_, None)
 
 
 def _untaxed(line, gross, date):
@@ -357,7 +533,6 @@ class HandoverReport(Report):
                 (m.method.rec_name, m.expected)
                 for m in shift.method_amounts],
             }
-
 
 
 class StockMove(metaclass=PoolMeta):

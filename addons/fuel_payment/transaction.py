@@ -4,17 +4,28 @@
 platform computes, and the checks between the two"""
 import bisect
 import datetime as dt
+import math
+import sqlite3
 import uuid as uuid_
 from collections import defaultdict
 from decimal import Decimal, InvalidOperation
 
+from sql import As, Column, Literal
+from sql.functions import CurrentTimestamp
+from trytond import backend
 from trytond.i18n import gettext
 from trytond.model import Index, ModelSQL, ModelView, Unique, Workflow, fields
+from trytond.model.exceptions import SQLConstraintError
 from trytond.modules.currency.fields import Monetary
 from trytond.pool import Pool
 from trytond.pyson import Eval
 from trytond.rpc import RPC
-from trytond.transaction import Transaction, without_check_access
+from trytond.tools import grouped_slice
+from trytond.transaction import (
+    Transaction,
+    record_cache_size,
+    without_check_access,
+)
 from trytond.wizard import (
     Button,
     StateAction,
@@ -37,6 +48,9 @@ PRICE_DIGITS = (16, 4)
 MAX_BATCH = 1000
 # ids per IN (...) clause
 CHUNK = 500
+# records per browse of new transactions: browse checks every id of the
+# list for each record it makes
+BROWSE = 100
 
 FLAGS = [
     ('amount_mismatch', "Amount Mismatch"),
@@ -96,6 +110,24 @@ def to_datetime(value):
     if result.tzinfo is not None:
         result = result.astimezone(dt.UTC).replace(tzinfo=None)
     return result
+
+
+def _has_returning(database):
+    "Whether INSERT ... RETURNING works on the database"
+    # trytond says no for SQLite, whose RETURNING came with 3.35
+    return database.has_returning() or (
+        backend.name == 'sqlite' and sqlite3.sqlite_version_info >= (3, 35))
+
+
+def _fits(value, digits):
+    "Whether the number fits the digits, as ModelStorage validates them"
+    int_size, dec_size = digits
+    if (int_size is not None and value
+            and math.ceil(math.log10(abs(value))) > int_size):
+        return False
+    if dec_size is not None and isinstance(value, Decimal):
+        return value.as_tuple().exponent >= -dec_size
+    return True
 
 
 def check_void_right():
@@ -396,7 +428,7 @@ class FuellingTransaction(Workflow, ModelSQL, ModelView):
         existing = cls._existing(
             {v['uuid'] for v in parsed.values()})
         seen = {}
-        to_create, to_complete = [], []
+        to_create, to_complete, duplicates = [], [], []
         for index, values in list(parsed.items()):
             uuid = values['uuid']
             previous = existing.get(uuid)
@@ -407,11 +439,15 @@ class FuellingTransaction(Workflow, ModelSQL, ModelView):
             seen[uuid] = index
             if previous is None:
                 to_create.append((index, values))
-            elif (previous.state == 'fuelling'
+            elif (previous[1] == 'fuelling'
                     and values['status'] == 'completed'):
-                to_complete.append((index, values, previous))
+                to_complete.append((index, values, cls(previous[0])))
             else:
-                results[index] = previous.ingest_result('duplicate')
+                duplicates.append((index, previous[0]))
+        for index, record in zip(
+                (i for i, _ in duplicates),
+                cls.browse([p for _, p in duplicates]), strict=True):
+            results[index] = record.ingest_result('duplicate')
         cls._resolve(
             [v for _, v in to_create] + [v for _, v, _ in to_complete],
             results, [i for i, _ in to_create]
@@ -421,9 +457,14 @@ class FuellingTransaction(Workflow, ModelSQL, ModelView):
         completable = [
             (i, v, p) for i, v, p in to_complete if results[i] is None]
         if creatable:
-            records = cls.create([cls._record_values(v) for _, v in creatable])
-            for (index, _), record in zip(creatable, records, strict=True):
-                results[index] = record.ingest_result('created')
+            vlist = [cls._record_values(v) for _, v in creatable]
+            ids = cls._insert(vlist)
+            if ids is None:
+                ids = [r.id for r in cls.create(vlist)]
+            for (index, _), record_values, id_ in zip(
+                    creatable, vlist, ids, strict=True):
+                results[index] = cls._result(
+                    'created', dict(record_values, id=id_))
         for index, values, previous in completable:
             record_values = cls._record_values(values)
             for name in ['uuid', 'company', 'station', 'state']:
@@ -449,15 +490,178 @@ class FuellingTransaction(Workflow, ModelSQL, ModelView):
             }
 
     def ingest_result(self, status):
+        return self._result(status, {
+                'uuid': self.uuid,
+                'id': self.id,
+                'state': self.state,
+                'amount_due': self.amount_due,
+                'flags': self.flags,
+                })
+
+    @staticmethod
+    def _result(status, values):
+        "The ingestion result of the transaction values (as stored)"
         return {
-            'uuid': self.uuid,
+            'uuid': values['uuid'],
             'status': status,
-            'id': self.id,
-            'state': self.state,
-            'amount_due': self.amount_due,
-            'flags': list(self.flags or []),
+            'id': values['id'],
+            'state': values['state'],
+            'amount_due': values['amount_due'],
+            # stored sorted and without repeats, as MultiSelection does
+            'flags': sorted(set(values['flags'] or [])),
             'message': None,
             }
+
+    @classmethod
+    def _insert(cls, vlist):
+        """Insert the complete values of new transactions, made by
+        `_resolve`, in bulk and return their ids in order; or return
+        None, having inserted nothing, when a value would fail a check of
+        create's validation or the database cannot return the ids, for
+        `create` to refuse or insert them
+
+        Does what ModelSQL.create does with such values (access checks,
+        defaults, the SQL constraint errors, modification checks and
+        hooks, triggers) except re-reading each record to validate it:
+        the values come from records of this transaction, the shift from
+        the station's, and `_insertable` vouches for the rest."""
+        pool = Pool()
+        Company = pool.get('company.company')
+        Trigger = pool.get('ir.trigger')
+        transaction = Transaction()
+        if (cls._history or cls._path_fields or cls._mptt_fields
+                or not _has_returning(transaction.database)):
+            return None
+        currency_digits = {
+            c.id: c.currency.get_digits()
+            for c in Company.browse({v['company'] for v in vlist})}
+        if not all(
+                cls._insertable(v, currency_digits[v['company']])
+                for v in vlist):
+            return None
+        vlist = cls._before_create(vlist)
+        names = sorted(set().union(*vlist))
+        missing = [
+            n for n, f in cls._fields.items()
+            if n not in names and n not in {
+                'id', 'create_uid', 'create_date', 'write_uid',
+                'write_date'}
+            and not (isinstance(f, fields.Function) and not f.setter)]
+        defaults = cls._clean_defaults(
+            cls.default_get(missing, with_rec_name=False))
+        names += sorted(defaults)
+        field_list = [cls._fields[n] for n in names]
+        if any(hasattr(f, 'set') or getattr(f, 'translate', False)
+                for f in field_list):
+            raise NotImplementedError(names)
+
+        table = cls.__table__()
+        columns = [table.create_uid, table.create_date] + [
+            Column(table, n) for n in names]
+        user = transaction.user
+        rows = [
+            [user] + [
+                f.sql_format(values[n] if n in values else defaults[n])
+                for n, f in zip(names, field_list, strict=True)]
+            for values in vlist]
+        cursor = transaction.connection.cursor()
+        try:
+            # the ids from the sequence, as ModelSQL.create does where the
+            # backend gives them, then one statement executed for every
+            # row (psycopg pipelines them) instead of a statement of
+            # thousands of parameters that it parses again each batch
+            ids = transaction.database.nextid(
+                transaction.connection, cls._table, count=len(rows))
+            if isinstance(ids, int):
+                ids = [ids]
+            if ids is not None:
+                query, _ = tuple(table.insert(
+                        columns + [table.id],
+                        [[Literal(None), CurrentTimestamp()]
+                            + [Literal(None)] * len(names)
+                            + [Literal(None)]]))
+                cursor.executemany(query, [
+                        row + [id_]
+                        for row, id_ in zip(rows, ids, strict=True)])
+            else:
+                ids = cls._insert_returning(table, columns, rows, vlist)
+        except backend.DatabaseIntegrityError as exception:
+            # the failed statement aborted the transaction
+            with transaction.new_transaction():
+                cls._raise_constraint_error(exception)
+            raise
+
+        check_access = transaction.user and transaction.check_access
+        with without_check_access():
+            triggers = Trigger.get_triggers(cls.__name__, 'create')
+            for sub_ids in grouped_slice(
+                    ids, min(record_cache_size(transaction), BROWSE)):
+                records = cls.browse(sub_ids)
+                cls.check_modification(
+                    'create', records, external=check_access)
+                cls._compute_fields(records)
+                cls.on_modification('create', records)
+                for trigger in triggers:
+                    trigger.queue_trigger_action(records)
+            transaction.create_records[cls.__name__].extend(ids)
+        return ids
+
+    @classmethod
+    def _insert_returning(cls, table, columns, rows, vlist):
+        "Insert rows with RETURNING and return the ids in vlist's order"
+        # bare column names: SQLite refuses the table alias that python-sql
+        # qualifies RETURNING columns with, and As writes only the name
+        returning = [As(table.id, 'id'), As(table.uuid, 'uuid')]
+        cursor = Transaction().connection.cursor()
+        now = CurrentTimestamp()
+        ids = {}
+        for sub in grouped_slice(
+                rows, backend.MAX_QUERY_PARAMS // len(columns)):
+            cursor.execute(*table.insert(
+                    columns, [[r[0], now, *r[1:]] for r in sub], returning))
+            ids.update((u, i) for i, u in cursor)
+        return [ids[v['uuid']] for v in vlist]
+
+    @classmethod
+    def _insertable(cls, values, currency_digits):
+        """Whether the values pass the checks create's validation does but
+        `_resolve` does not ensure: digits, forbidden characters and
+        validate_fields' discount rule"""
+        for name, value in values.items():
+            if value is None:
+                continue
+            field = cls._fields[name]
+            digits = getattr(field, 'digits', None)
+            if digits == 'currency':
+                digits = currency_digits
+            elif digits is not None and not isinstance(digits, tuple):
+                return False
+            if digits and not _fits(value, digits):
+                return False
+            forbidden = getattr(field, 'forbidden_chars', None)
+            if (forbidden and isinstance(value, str)
+                    and any(c in value for c in forbidden)):
+                return False
+        amount = values['amount']
+        return values['discount'] >= 0 and (
+            amount is None or values['discount'] <= amount)
+
+    @classmethod
+    def _raise_constraint_error(cls, exception):
+        "Raise the error of the SQL constraint that refused an INSERT"
+        # as ModelSQL does: PostgreSQL names the constraint, SQLite the
+        # columns of a unique index
+        for name, _, error in cls._sql_constraints:
+            name = backend.TableHandler.convert_name(
+                cls._table + '_' + name)
+            if name in str(exception):
+                raise SQLConstraintError(gettext(error)) from exception
+        for _, constraint, error in cls._sql_constraints:
+            if (isinstance(constraint, Unique)
+                    and all(isinstance(c, Column) for c in constraint.columns)
+                    and all(c.name in str(exception)
+                        for c in constraint.columns)):
+                raise SQLConstraintError(gettext(error)) from exception
 
     @classmethod
     def _parse_item(cls, item):
@@ -516,14 +720,17 @@ class FuellingTransaction(Workflow, ModelSQL, ModelView):
 
     @classmethod
     def _existing(cls, uuids):
-        records = {}
+        "Return {uuid: (id, state)} of the transactions already stored"
+        table = cls.__table__()
+        cursor = Transaction().connection.cursor()
+        existing = {}
         uuids = sorted(uuids)
         for i in range(0, len(uuids), CHUNK):
-            sub = uuids[i:i + CHUNK]
-            with Transaction().set_context(_check_access=False):
-                for record in cls.search([('uuid', 'in', sub)]):
-                    records[record.uuid] = record
-        return records
+            cursor.execute(*table.select(
+                    table.uuid, table.id, table.state,
+                    where=table.uuid.in_(uuids[i:i + CHUNK])))
+            existing.update((u, (id_, s)) for u, id_, s in cursor)
+        return existing
 
     @classmethod
     def _resolve(cls, values_list, results, indexes):

@@ -391,6 +391,47 @@ class FuelPaymentTestCase(
         self.assertEqual(Order(order.id).sale.state, 'posted')
 
     @with_transaction()
+    def test_shift_adopts_sales_without_shift(self):
+        """Test what a station takes while no shift is open is counted and
+        settled by the next shift it closes"""
+        pool = Pool()
+        Order = pool.get('fuel.payment.order')
+        Shift = pool.get('fuel.station.shift')
+        Wallet = pool.get('fuel.payment.wallet')
+        company = create_company()
+        with set_company(company):
+            setup = create_payment_setup(company)
+            station, methods = setup['station'], setup['methods']
+
+            def close(shift):
+                for reading in shift.readings:
+                    reading.closing_volume = reading.opening_volume
+                    reading.closing_amount = reading.opening_amount
+                    reading.save()
+                Shift.close([shift])
+
+            close(setup['shift'])
+            transaction = self.ingest_one(fill(station, '10'))
+            self.assertIsNone(transaction.shift)
+            order = Order.create_for([transaction])
+            Order.add_payment(order, methods['cash'], '75.80')
+            Order.process([order])
+            Wallet.recharge(
+                create_wallet(company), Decimal('100'), methods['cash'],
+                station)
+
+            shift, = Shift.create([{'station': station.id}])
+            Shift.open([shift])
+            close(shift)
+            self.assertEqual(shift.expected_cash, Decimal('175.80'))
+            self.assertEqual(Order(order.id).shift, shift)
+            self.assertEqual(
+                type(transaction)(transaction.id).shift, shift)
+            Shift.settle([shift])
+            self.assertEqual(shift.move.state, 'posted')
+            self.assertEqual(Order(order.id).state, 'posted')
+
+    @with_transaction()
     def test_merge_and_split_tender(self):
         "Test several fills in one order paid by several methods"
         pool = Pool()
