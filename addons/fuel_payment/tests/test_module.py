@@ -21,7 +21,13 @@ from addons.fuel_device.tests.tools import create_box
 from addons.fuel_station.tests.test_module import create_user
 from addons.fuel_station.tests.tools import FuelModuleTestMixin
 
-from .tools import create_card, create_payment_setup, create_wallet, fill
+from .tools import (
+    close_shift,
+    create_card,
+    create_payment_setup,
+    create_wallet,
+    fill,
+)
 
 
 def message(msg_id, **values):
@@ -350,11 +356,7 @@ class FuelPaymentTestCase(
             shift = setup['shift']
             shift.counted_cash = Decimal('300.00')
             shift.save()
-            for reading in shift.readings:
-                reading.closing_volume = reading.opening_volume
-                reading.closing_amount = reading.opening_amount
-                reading.save()
-            Shift.close([shift])
+            close_shift(shift)
             self.assertEqual(shift.expected_cash, Decimal('304.13'))
             self.assertEqual(shift.cash_variance, Decimal('-4.13'))
             method_amount, = shift.method_amounts
@@ -403,14 +405,7 @@ class FuelPaymentTestCase(
             setup = create_payment_setup(company)
             station, methods = setup['station'], setup['methods']
 
-            def close(shift):
-                for reading in shift.readings:
-                    reading.closing_volume = reading.opening_volume
-                    reading.closing_amount = reading.opening_amount
-                    reading.save()
-                Shift.close([shift])
-
-            close(setup['shift'])
+            close_shift(setup['shift'])
             transaction = self.ingest_one(fill(station, '10'))
             self.assertIsNone(transaction.shift)
             order = Order.create_for([transaction])
@@ -422,7 +417,7 @@ class FuelPaymentTestCase(
 
             shift, = Shift.create([{'station': station.id}])
             Shift.open([shift])
-            close(shift)
+            close_shift(shift)
             self.assertEqual(shift.expected_cash, Decimal('175.80'))
             self.assertEqual(Order(order.id).shift, shift)
             self.assertEqual(

@@ -30,7 +30,13 @@ from ..exceptions import (
     WalletPinError,
 )
 from ..wallet import MAX_PIN_FAILURES
-from .tools import create_card, create_payment_setup, create_wallet, fund
+from .tools import (
+    close_shift,
+    create_card,
+    create_payment_setup,
+    create_wallet,
+    fund,
+)
 
 
 def message(msg_id, **values):
@@ -405,11 +411,7 @@ class WalletTestCase(ModuleTestCase):
                 reference='2026112522001')
             Wallet.recharge(
                 wallet, Decimal('100'), methods['cash'], setup['station'])
-            for reading in shift.readings:
-                reading.closing_volume = reading.opening_volume
-                reading.closing_amount = reading.opening_amount
-                reading.save()
-            Shift.close([shift])
+            close_shift(shift)
             # the money taken for recharges is in the shift's drawer
             self.assertEqual(shift.expected_cash, Decimal('100.00'))
             self.assertEqual(

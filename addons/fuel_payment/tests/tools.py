@@ -276,3 +276,14 @@ def fund(wallet, amount):
                 'amount': Decimal(amount), 'uuid': str(uuid.uuid4()),
                 }])
     return move
+
+
+def close_shift(shift):
+    "Close the shift with no fuel dispensed on its nozzles' meters"
+    pool = Pool()
+    Shift = pool.get('fuel.station.shift')
+    for reading in shift.readings:
+        reading.closing_volume = reading.opening_volume
+        reading.closing_amount = reading.opening_amount
+        reading.save()
+    Shift.close([shift])
