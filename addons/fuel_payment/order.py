@@ -69,6 +69,9 @@ class Order(Workflow, ModelSQL, ModelView):
     reason = fields.Text(
         "Reason", readonly=True,
         help="Why the order was cancelled or refunded.")
+    refund_sale = fields.Many2One(
+        'sale.point.sale', "Refund Sale", readonly=True,
+        help="The return sale that gave back a sale already booked.")
     reverted_by = fields.Many2One('res.user', "Reverted by", readonly=True)
     reverted_date = fields.DateTime("Reverted on", readonly=True)
     state = fields.Selection([
@@ -95,6 +98,7 @@ class Order(Workflow, ModelSQL, ModelView):
             ('draft', 'cancelled'),
             ('paid', 'posted'),
             ('paid', 'refunded'),
+            ('posted', 'refunded'),
             }
         cls._buttons.update({
                 'cancel': {
@@ -102,7 +106,7 @@ class Order(Workflow, ModelSQL, ModelView):
                     'depends': ['state'],
                     },
                 'refund': {
-                    'invisible': Eval('state') != 'paid',
+                    'invisible': ~Eval('state').in_(['paid', 'posted']),
                     'depends': ['state'],
                     },
                 'pay': {
@@ -434,10 +438,13 @@ class Order(Workflow, ModelSQL, ModelView):
     @classmethod
     @Workflow.transition('refunded')
     def do_refund(cls, orders, reason):
-        """Refund paid orders of an open cash session (needs the void
-        right): the POS sale is reopened, its payments removed and it is
-        cancelled, wallet debits come back, and the transactions wait to
-        be paid again or voided"""
+        """Refund paid or posted orders (needs the void right)
+
+        A sale whose cash session is still open is reopened, its payments
+        removed and it is cancelled; a sale of a closed session or a
+        settled shift stays as it was booked and a return sale reverses
+        it in the station's open shift. Wallet debits come back, and the
+        transactions wait to be paid again or voided."""
         pool = Pool()
         Sale = pool.get('sale.point.sale')
         SalePayment = pool.get('sale.point.payment')
@@ -447,11 +454,17 @@ class Order(Workflow, ModelSQL, ModelView):
         if not (reason or '').strip():
             raise OrderValidationError(gettext(
                     'fuel_payment.msg_void_reason_required'))
-        sales = [o.sale for o in orders if o.sale]
+        reopen = [o.sale for o in orders if o.sale and o.sale_reopenable]
+        reverse = [o for o in orders if o.sale and not o.sale_reopenable]
         with without_check_access():
-            Sale.open(sales)
-            SalePayment.delete([p for s in sales for p in s.payments])
-            Sale.cancel(sales)
+            Sale.open(reopen)
+            SalePayment.delete([p for s in reopen for p in s.payments])
+            Sale.cancel(reopen)
+            for order in reverse:
+                order.refund_sale = order.get_return_sale()
+            returns = [o.refund_sale for o in reverse]
+            Sale.save(returns)
+            Sale.process(returns)
         for order in orders:
             order.reason = reason.strip()
             order.reverted_by = Transaction().user
@@ -465,6 +478,60 @@ class Order(Workflow, ModelSQL, ModelView):
         transactions = [t for o in orders for t in o.transactions]
         FuelTransaction.mark_unpaid(transactions)
         FuelTransaction.write(transactions, {'order': None})
+
+    @property
+    def sale_reopenable(self):
+        "Whether the POS sale can be reopened: done, its cash drawer open"
+        return self.sale.state == 'done' and all(
+            p.session is None or p.session.state == 'open'
+            for p in self.sale.payments)
+
+    def get_return_sale(self):
+        """Return the POS sale giving back the order's sale: the same lines
+        and payments with the opposite sign, in the station's open shift
+        and cash session"""
+        pool = Pool()
+        Sale = pool.get('sale.point.sale')
+        Line = pool.get('sale.point.sale.line')
+        Payment = pool.get('sale.point.payment')
+        Session = pool.get('sale.point.cash.session')
+        Shift = pool.get('fuel.station.shift')
+        Date = pool.get('ir.date')
+        User = pool.get('res.user')
+        sale = self.sale
+        shifts = Shift.search([
+                ('station', '=', self.station.id),
+                ('state', '=', 'open'),
+                ], limit=1)
+        user = User(Transaction().user)
+        with Transaction().set_context(company=self.company.id):
+            today = Date.today()
+        # a shift without open shift is adopted by the next one to close
+        return_ = Sale(
+            company=sale.company, point=sale.point, date=today,
+            fuel_shift=shifts[0] if shifts else None,
+            employee=(
+                user.employee if user.employee
+                and user.employee.company == self.company else None))
+        return_.lines = [
+            Line(
+                sale=return_, product=line.product,
+                quantity=-line.quantity,
+                unit_list_price=line.unit_list_price,
+                unit_gross_price=line.unit_gross_price,
+                fuel_transaction=line.fuel_transaction)
+            for line in sale.lines]
+        session = None
+        payments = []
+        for payment in sale.payments:
+            refund = Payment(method=payment.method, amount=-payment.amount)
+            if payment.method.cash:
+                if session is None:
+                    session = Session.get_current(sale.point)
+                refund.session = session
+            payments.append(refund)
+        return_.payments = payments
+        return return_
 
     @classmethod
     @Workflow.transition('posted')

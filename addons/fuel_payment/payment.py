@@ -7,7 +7,7 @@ from decimal import Decimal
 from trytond.i18n import gettext
 from trytond.model import ModelSingleton, ModelSQL, ModelView, fields
 from trytond.pool import Pool, PoolMeta
-from trytond.pyson import Eval
+from trytond.pyson import Eval, If
 
 from .exceptions import SettlementError
 
@@ -83,6 +83,22 @@ class POSSale(metaclass=PoolMeta):
     __name__ = 'sale.point.sale'
     fuel_shift = fields.Many2One(
         'fuel.station.shift', "Shift", readonly=True, ondelete='RESTRICT')
+
+
+class POSPayment(metaclass=PoolMeta):
+    __name__ = 'sale.point.payment'
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        # a refund of a booked sale gives the money back by the method it
+        # came with (the channel or the wallet), not only in cash
+        cls.method.domain = [
+            ('company', '=', Eval('company', -1)),
+            If(Eval('amount', 0) < 0,
+                ['OR', ('cash', '=', True), ('fuel_kind', '!=', None)],
+                ()),
+            ]
 
 
 class POSSaleLine(metaclass=PoolMeta):

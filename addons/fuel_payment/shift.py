@@ -75,8 +75,9 @@ class Shift(metaclass=PoolMeta):
     @classmethod
     def expected_amounts(cls, shifts):
         """Return {shift id: {method id: amount}} of the payments kept by
-        the shift's paid orders (refunded orders count for nothing) and by
-        its wallet recharges"""
+        the shift's paid orders (orders refunded by reopening their sale
+        count for nothing), by its wallet recharges, and given back by its
+        return sales"""
         pool = Pool()
         Order = pool.get('fuel.payment.order')
         Payment = pool.get('fuel.payment.order.payment')
@@ -91,9 +92,14 @@ class Shift(metaclass=PoolMeta):
                     order, condition=payment.order == order.id
                     ).select(
                     order.shift, payment.method, payment.amount,
-                    where=order.shift.in_(sub) & order.state.in_(PAID)))
+                    where=order.shift.in_(sub) & (
+                        order.state.in_(PAID)
+                        # refunded by a return sale: still booked here
+                        | ((order.state == 'refunded')
+                            & (order.refund_sale != Null)))))
             rows = list(cursor)
             # the POS sales of the shift without order: wallet recharges
+            # and the return sales of refunds
             cursor.execute(*sale_payment.join(
                     sale, condition=sale_payment.sale == sale.id
                     ).join(order, 'LEFT', condition=order.sale == sale.id
@@ -330,9 +336,7 @@ class Shift(metaclass=PoolMeta):
             if not quantity:
                 continue
             unit_price = unit_list_prices[key]
-            if quantity < 0:
-                product, from_location, to_location = key
-                key = (product, to_location, from_location)
+            # returned lines already go from the customer back to the tank
             unit = key[0].sale_uom
             move = StockMove(
                 product=key[0], unit=unit,

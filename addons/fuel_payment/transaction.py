@@ -254,6 +254,7 @@ class FuellingTransaction(Workflow, ModelSQL, ModelView):
             ('to_pay', 'cancelled'),
             ('paid', 'to_pay'),
             ('paid', 'posted'),
+            ('posted', 'to_pay'),
             }
         cls._buttons.update({
                 'accept': {

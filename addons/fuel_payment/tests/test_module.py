@@ -584,6 +584,66 @@ class FuelPaymentTestCase(
             self.assertEqual(transaction.state, 'cancelled')
 
     @with_transaction()
+    def test_refund_after_settlement(self):
+        """Test a settled order is refunded by a return sale in the next
+        shift: the first shift's books stay, the next one gives back the
+        money and the fuel"""
+        pool = Pool()
+        Order = pool.get('fuel.payment.order')
+        Shift = pool.get('fuel.station.shift')
+        FuelTransaction = pool.get('fuel.payment.transaction')
+        Move = pool.get('stock.move')
+        company = create_company()
+        with set_company(company):
+            setup = create_payment_setup(company)
+            station, methods = setup['station'], setup['methods']
+            transaction = self.ingest_one(fill(station, '10'))
+            order = Order.create_for([transaction])
+            Order.add_payment(order, methods['cash'], '50')
+            Order.add_payment(
+                order, methods['wechat'], '25.80', reference='WX-1')
+            Order.process([order])
+            first = setup['shift']
+            close_shift(first)
+            Shift.settle([first])
+            self.assertEqual(Order(order.id).state, 'posted')
+
+            second, = Shift.create([{'station': station.id}])
+            Shift.open([second])
+            order = Order(order.id)
+            Order.do_refund([order], "charged twice")
+
+            self.assertEqual(order.state, 'refunded')
+            self.assertEqual(order.sale.state, 'posted')
+            return_ = order.refund_sale
+            self.assertEqual(return_.state, 'done')
+            self.assertEqual(return_.fuel_shift, second)
+            self.assertEqual(return_.total, Decimal('-75.80'))
+            self.assertEqual(
+                sorted(p.amount for p in return_.payments),
+                [Decimal('-50.00'), Decimal('-25.80')])
+            transaction = FuelTransaction(transaction.id)
+            self.assertEqual(transaction.state, 'to_pay')
+            # the first shift still expects what it booked
+            self.assertEqual(
+                Shift(first.id).expected_cash, Decimal('50.00'))
+
+            close_shift(second)
+            self.assertEqual(second.expected_cash, Decimal('-50.00'))
+            Shift.settle([second])
+            move = second.move
+            self.assertEqual(
+                sum(ml.debit for ml in move.lines),
+                sum(ml.credit for ml in move.lines))
+            revenue = sum(
+                ml.credit - ml.debit for ml in move.lines
+                if ml.account == setup['accounts']['revenue'])
+            self.assertEqual(revenue, Decimal('-75.80'))
+            back, = Move.search([('origin', '=', str(second))])
+            self.assertEqual(back.to_location, setup['tank'].location)
+            self.assertEqual(back.quantity, 10)
+
+    @with_transaction()
     def test_settlement_needs_point_and_discount_product(self):
         "Test settling tells what configuration is missing"
         pool = Pool()
