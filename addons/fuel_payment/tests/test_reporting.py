@@ -19,7 +19,13 @@ from trytond.transaction import Transaction, TransactionError, check_access
 
 from addons.fuel_station.tests.test_module import create_station, create_user
 
-from .tools import create_grade, create_payment_setup, create_point, fill
+from .tools import (
+    TEST_MODULES,
+    create_grade,
+    create_payment_setup,
+    create_point,
+    fill,
+)
 
 TIMEZONE = 'Asia/Shanghai'
 ZERO = Decimal(0)
@@ -197,7 +203,7 @@ class FuelPaymentReportingTestCase(unittest.TestCase):
     def setUpClass(cls):
         super().setUpClass()
         drop_db()
-        activate_module(['fuel_payment'])
+        activate_module(TEST_MODULES)
         cls.today = local_date(dt.datetime.now())
         cls.day1 = cls.today - dt.timedelta(days=3)
         cls.day2 = cls.today - dt.timedelta(days=2)

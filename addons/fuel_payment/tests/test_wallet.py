@@ -1,7 +1,6 @@
 # This file is part of fuelpay.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
 import datetime as dt
-import unittest
 import uuid
 from decimal import Decimal
 from unittest.mock import patch
@@ -14,9 +13,6 @@ from trytond.modules.company.tests import create_company, set_company
 from trytond.pool import Pool
 from trytond.tests.test_tryton import (
     DB_NAME,
-    ModuleTestCase,
-    activate_module,
-    drop_db,
     with_transaction,
 )
 from trytond.transaction import Transaction, check_access
@@ -31,6 +27,7 @@ from ..exceptions import (
 )
 from ..wallet import MAX_PIN_FAILURES
 from .tools import (
+    PaymentDatabaseTestCase,
     close_shift,
     create_card,
     create_payment_setup,
@@ -43,9 +40,8 @@ def message(msg_id, **values):
     return gettext(f'fuel_payment.{msg_id}', **values)
 
 
-class WalletTestCase(ModuleTestCase):
+class WalletTestCase(PaymentDatabaseTestCase):
     "Test Fuel Payment wallets"
-    module = 'fuel_payment'
 
     def assertMessage(self, cm, msg_id, fragment, **values):
         "Check the error of cm is msg_id, its text showing fragment"
@@ -974,24 +970,12 @@ class WalletTestCase(ModuleTestCase):
                     Wallet.write([Wallet(wallet_a.id)], {'kind': 'corporate'})
 
 
-del ModuleTestCase
 
 
-class WalletPinCommitTestCase(unittest.TestCase):
+class WalletPinCommitTestCase(PaymentDatabaseTestCase):
     """Test the PIN failures survive the rollback of the caller
 
     In its own database: it commits."""
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        drop_db()
-        activate_module(['fuel_payment'])
-
-    @classmethod
-    def tearDownClass(cls):
-        super().tearDownClass()
-        drop_db()
 
     def test_pin_failures_survive_rollback(self):
         "Test a wrong PIN is counted though the caller rolls back"

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from trytond.modules.account.tests import create_chart, get_fiscalyear
 from trytond.pool import Pool
+from trytond.tests.test_tryton import TestCase, activate_module, drop_db
 
 from addons.fuel_station.tests.test_module import create_station
 
@@ -23,6 +24,27 @@ METHOD_NAMES = {
     'plate': "Frictionless",
     'corporate': "Corporate Account",
     }
+
+
+# the modules of every fuel_payment test database, in this order: the
+# classes share one DB_CACHE entry instead of activating them each
+TEST_MODULES = ['fuel_payment', 'fuel_device']
+
+
+class PaymentDatabaseTestCase(TestCase):
+    """A TestCase on a database where TEST_MODULES are active, without
+    ModuleTestCase's generic checks (test_module.py runs them)"""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        drop_db()
+        activate_module(TEST_MODULES)
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        drop_db()
 
 
 def account(company, code):
