@@ -17,6 +17,7 @@ from trytond.i18n import gettext
 from trytond.model import Index, ModelSQL, ModelView, Unique, Workflow, fields
 from trytond.model.exceptions import SQLConstraintError
 from trytond.modules.currency.fields import Monetary
+from trytond.modules.product import round_price
 from trytond.pool import Pool
 from trytond.pyson import Eval
 from trytond.rpc import RPC
@@ -794,7 +795,8 @@ class FuellingTransaction(Workflow, ModelSQL, ModelView):
                     else:
                         currency = station.company.currency
                         values['price'] = price
-                        values['unit_price'] = unit_price
+                        # at the field's digits on every backend
+                        values['unit_price'] = round_price(unit_price)
                         values['amount'] = currency.round(
                             values['quantity'] * unit_price)
                         values['amount_due'] = values['amount']
