@@ -495,24 +495,10 @@ class Order(Workflow, ModelSQL, ModelView):
         Line = pool.get('sale.point.sale.line')
         Payment = pool.get('sale.point.payment')
         Session = pool.get('sale.point.cash.session')
-        Shift = pool.get('fuel.station.shift')
-        Date = pool.get('ir.date')
-        User = pool.get('res.user')
         sale = self.sale
-        shifts = Shift.search([
-                ('station', '=', self.station.id),
-                ('state', '=', 'open'),
-                ], limit=1)
-        user = User(Transaction().user)
-        with Transaction().set_context(company=self.company.id):
-            today = Date.today()
-        # a shift without open shift is adopted by the next one to close
-        return_ = Sale(
-            company=sale.company, point=sale.point, date=today,
-            fuel_shift=shifts[0] if shifts else None,
-            employee=(
-                user.employee if user.employee
-                and user.employee.company == self.company else None))
+        return_ = Sale.for_station(self.station, self.company)
+        # the point of the sale given back, if the station changed its own
+        return_.point = sale.point
         return_.lines = [
             Line(
                 sale=return_, product=line.product,

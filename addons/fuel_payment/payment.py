@@ -8,6 +8,7 @@ from trytond.i18n import gettext
 from trytond.model import ModelSingleton, ModelSQL, ModelView, fields
 from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval, If
+from trytond.transaction import Transaction
 
 from .exceptions import SettlementError
 
@@ -83,6 +84,32 @@ class POSSale(metaclass=PoolMeta):
     __name__ = 'sale.point.sale'
     fuel_shift = fields.Many2One(
         'fuel.station.shift', "Shift", readonly=True, ondelete='RESTRICT')
+
+    @classmethod
+    def for_station(cls, station, company):
+        """Return a new sale of company at the point of station, dated today
+        in the operator's timezone, in the station's open shift and by the
+        user's employee of company
+
+        Without an open shift, the next shift of the station to close
+        adopts the sale."""
+        pool = Pool()
+        Date = pool.get('ir.date')
+        Shift = pool.get('fuel.station.shift')
+        User = pool.get('res.user')
+        user = User(Transaction().user)
+        with Transaction().set_context(company=company.id):
+            today = Date.today()
+        shifts = Shift.search([
+                ('station', '=', station.id),
+                ('state', '=', 'open'),
+                ], limit=1)
+        return cls(
+            company=company, point=station.point, date=today,
+            fuel_shift=shifts[0] if shifts else None,
+            employee=(
+                user.employee if user.employee
+                and user.employee.company == company else None))
 
 
 class POSPayment(metaclass=PoolMeta):

@@ -225,11 +225,8 @@ class Shift(metaclass=PoolMeta):
                         & (sale.fuel_shift == Null)
                         & (sale.state == 'done')))
         # the records read before see the new shift
-        transaction_ = Transaction()
-        transaction_.counter += 1
-        for cache in transaction_.cache.values():
-            for Model in [FuelTransaction, Order, Sale]:
-                cache.pop(Model.__name__, None)
+        for Model in [FuelTransaction, Order, Sale]:
+            _clear_cache(Model)
 
     @classmethod
     @ModelView.button
@@ -458,12 +455,17 @@ def _mark_posted(Model, ids):
                             target, user] for i in sub]))
 
 
-def _clear_cache(Model, ids):
-    "Forget what this transaction read of the records SQL just changed"
+def _clear_cache(Model, ids=None):
+    """Forget what this transaction read of the records SQL just changed:
+    those of ids, or every record of Model when ids is None
+
+    Like ModelStorage.write does, through trytond's transaction cache."""
     transaction = Transaction()
     transaction.counter += 1
     for cache in transaction.cache.values():
-        if Model.__name__ in cache:
+        if ids is None:
+            cache.pop(Model.__name__, None)
+        elif Model.__name__ in cache:
             records = cache[Model.__name__]
             for id_ in ids:
                 records.pop(id_, None)

@@ -2,7 +2,6 @@
 # this repository contains the full copyright notices and license terms.
 """The member statement: a wallet's movements over a period with the
 balance before, after each movement, and at the end"""
-import datetime as dt
 from decimal import Decimal
 
 from sql.aggregate import Sum
@@ -13,19 +12,11 @@ from trytond.pool import Pool
 from trytond.pyson import Eval
 from trytond.report import Report
 from trytond.tools import sqlite_apply_types
-from trytond.tools import timezone as tz
 from trytond.transaction import Transaction
 from trytond.wizard import Button, StateReport, StateView, Wizard
 
 from .exceptions import WalletError
-
-
-def utc_bound(company, date):
-    "Return the naive UTC start of date in the operator's timezone"
-    tzinfo = (
-        tz.get_tzinfo(company.timezone) if company.timezone else tz.SERVER)
-    local = dt.datetime.combine(date, dt.time(), tzinfo=tzinfo)
-    return local.astimezone(tz.UTC).replace(tzinfo=None)
+from .reporting import company_timezone, utc_bounds
 
 
 class StatementStart(ModelView):
@@ -99,10 +90,8 @@ class StatementReport(Report):
         with the balance after it, and the closing balance"""
         pool = Pool()
         Move = pool.get('fuel.payment.wallet.move')
-        start = utc_bound(wallet.company, from_date) if from_date else None
-        end = (
-            utc_bound(wallet.company, to_date + dt.timedelta(days=1))
-            if to_date else None)
+        start, end = utc_bounds(
+            from_date, to_date, company_timezone(wallet.company.id))
         opening = Decimal(0)
         if start:
             move = Move.__table__()

@@ -44,6 +44,7 @@ from .exceptions import (
     WalletPinError,
 )
 from .payment import WALLET_KINDS
+from .reporting import company_timezone, utc_bounds
 
 # Five wrong PINs lock a card until a manager unlocks it: a guess of a
 # 4-digit PIN then succeeds 5 times in 10,000.
@@ -347,14 +348,11 @@ class Wallet(
         "Return the POS sale booking a recharge of amount by method"
         pool = Pool()
         Configuration = pool.get('fuel.payment.configuration')
-        Date = pool.get('ir.date')
         Line = pool.get('sale.point.sale.line')
         Payment = pool.get('sale.point.payment')
         Sale = pool.get('sale.point.sale')
         Session = pool.get('sale.point.cash.session')
-        Shift = pool.get('fuel.station.shift')
         Tax = pool.get('account.tax')
-        User = pool.get('res.user')
         point = station.point
         if point is None:
             raise WalletError(gettext(
@@ -364,20 +362,9 @@ class Wallet(
         if product is None:
             raise WalletError(gettext(
                     'fuel_payment.msg_wallet_recharge_product'))
-        user = User(Transaction().user)
-        with Transaction().set_context(company=self.company.id):
-            today = Date.today()
-        shifts = Shift.search([
-                ('station', '=', station.id),
-                ('state', '=', 'open'),
-                ], limit=1)
-        sale = Sale(
-            company=self.company, point=point, date=today,
-            # the shift books the deposit when it is settled
-            fuel_shift=shifts[0] if shifts else None,
-            employee=(
-                user.employee if user.employee
-                and user.employee.company == self.company else None))
+        # the shift books the deposit when it is settled
+        sale = Sale.for_station(station, self.company)
+        today = sale.date
         line = Line(
             sale=sale, product=product, quantity=1.0,
             unit_gross_price=amount)
@@ -769,14 +756,12 @@ class Card(CurrencyFromCompanyMixin, Workflow, ModelSQL, ModelView):
     def period_starts(self, date):
         """Return the start of the day and of the month of date in the
         operator's timezone, as naive UTC like stored dates"""
-        tzinfo = (
-            tz.get_tzinfo(self.company.timezone) if self.company.timezone
-            else tz.SERVER)
-        local = date.replace(tzinfo=tz.UTC).astimezone(tzinfo)
-        day = local.replace(hour=0, minute=0, second=0, microsecond=0)
-        month = day.replace(day=1)
-        return tuple(
-            d.astimezone(tz.UTC).replace(tzinfo=None) for d in (day, month))
+        timezone = company_timezone(self.company.id)
+        day = date.replace(tzinfo=tz.UTC).astimezone(
+            tz.get_tzinfo(timezone)).date()
+        return (
+            utc_bounds(day, None, timezone)[0],
+            utc_bounds(day.replace(day=1), None, timezone)[0])
 
 
 class _PinFailures:

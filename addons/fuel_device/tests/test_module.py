@@ -13,7 +13,10 @@ from trytond.pool import Pool
 from trytond.tests.test_tryton import ModuleTestCase, with_transaction
 from trytond.transaction import Transaction, check_access
 
-from addons.fuel_station.tests.tools import FuelModuleTestMixin
+from addons.fuel_station.tests.tools import (
+    FuelDatabaseMixin,
+    FuelModuleTestMixin,
+)
 
 from ..exceptions import BoxPairError
 from .tools import create_box, create_station_with_price
@@ -28,7 +31,8 @@ def event(uuid, seq, **values):
 
 
 class FuelDeviceTestCase(
-        FuelModuleTestMixin, CompanyTestMixin, ModuleTestCase):
+        FuelDatabaseMixin, FuelModuleTestMixin, CompanyTestMixin,
+        ModuleTestCase):
     "Test Fuel Device module"
     module = 'fuel_device'
 

@@ -1,11 +1,14 @@
 # This file is part of fuelpay.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
+import uuid
 from decimal import Decimal
 from http import HTTPStatus
 
 from trytond.modules.company.tests import create_company, set_company
 from trytond.pool import Pool
 from trytond.tests.test_tryton import RouteTestCase
+
+from addons.fuel_station.tests.tools import FuelDatabaseMixin
 
 from .tools import create_box, create_station_with_price
 
@@ -18,17 +21,23 @@ SETUP = {
         {'identifier': 'printer', 'kind': 'printer'},
         ],
     }
+# the uuids of the events the box sends (fuel_payment wants real ones)
+R1, R2, R3 = (str(uuid.uuid4()) for _ in range(3))
 
 
-def event(uuid, seq, **values):
+def event(uuid_, seq, **values):
     return dict({
-            'uuid': uuid, 'seq': seq, 'kind': 'transaction_completed',
+            'uuid': uuid_, 'seq': seq, 'kind': 'transaction_completed',
             'device': 'dart-0x50', 'device_time': '2026-11-24T02:00:00Z',
-            'payload': {'volume': 10.01, 'amount': 75.88},
+            # a whole fill: with fuel_payment active it becomes a
+            # fuelling transaction, which needs its nozzle
+            'payload': {
+                'station_nozzle': 1, 'volume': 10.01, 'unit_price': 7.58,
+                'amount': 75.88},
             }, **values)
 
 
-class FuelDeviceRouteTestCase(RouteTestCase):
+class FuelDeviceRouteTestCase(FuelDatabaseMixin, RouteTestCase):
     "Test the routes the station service calls"
     module = 'fuel_device'
     key = requested_key = command = None
@@ -97,16 +106,16 @@ class FuelDeviceRouteTestCase(RouteTestCase):
         "Test events are idempotent and a bad item gets its own error"
         client = self.client()
         batch = {'version': 1, 'events': [
-                event('r-1', 101),
-                event('r-2', 102, kind=None),
-                event('r-3', 103),
+                event(R1, 101),
+                event(R2, 102, kind=None),
+                event(R3, 103),
                 ]}
         response = client.post(
             self.url('events'), json=batch, headers=self.headers())
         self.assertEqual(response.status_code, HTTPStatus.OK)
         self.assertEqual(
             [(r['uuid'], r['status']) for r in response.json['results']],
-            [('r-1', 'accepted'), ('r-2', 'error'), ('r-3', 'accepted')])
+            [(R1, 'accepted'), (R2, 'error'), (R3, 'accepted')])
         self.assertEqual(
             response.json['results'][1]['error'],
             'The value of "kind" is missing.')

@@ -2,6 +2,7 @@
 # this repository contains the full copyright notices and license terms.
 import datetime as dt
 import uuid
+from contextlib import contextmanager
 from decimal import Decimal
 from unittest.mock import patch
 
@@ -47,6 +48,18 @@ class WalletTestCase(PaymentDatabaseTestCase):
         "Check the error of cm is msg_id, its text showing fragment"
         self.assertEqual(cm.exception.message, message(msg_id, **values))
         self.assertIn(fragment, cm.exception.message)
+
+    @contextmanager
+    def assertRaisesMessage(self, exception, msg_id, fragment, **values):
+        """Check the block raises msg_id, its text showing fragment
+
+        The text is read before the block: on PostgreSQL a database error
+        leaves the transaction unable to read anything until it ends."""
+        expected = message(msg_id, **values)
+        self.assertIn(fragment, expected)
+        with self.assertRaises(exception) as cm:
+            yield cm
+        self.assertEqual(cm.exception.message, expected)
 
     def pay(self, card, amount, **kwargs):
         pool = Pool()
@@ -203,14 +216,13 @@ class WalletTestCase(PaymentDatabaseTestCase):
             other = create_wallet(other_company)
             # another operator may use the same number
             Wallet.write([other], {'number': wallet.number})
-        with set_company(company):
-            with self.assertRaises(UserError) as cm:
-                Wallet.create([{
-                            'party': wallet.party.id,
-                            'number': wallet.number}])
-            self.assertMessage(
-                cm, 'msg_wallet_number_unique',
-                "Another wallet of the operator has this number.")
+        with (set_company(company),
+                self.assertRaisesMessage(
+                    UserError, 'msg_wallet_number_unique',
+                    "Another wallet of the operator has this number.")):
+            Wallet.create([{
+                        'party': wallet.party.id,
+                        'number': wallet.number}])
 
     @with_transaction()
     def test_card_number_unique(self):
@@ -225,11 +237,10 @@ class WalletTestCase(PaymentDatabaseTestCase):
             wallet = create_wallet(company)
             card = create_card(wallet, number='8801')
             self.assertEqual(card.company, company)
-            with self.assertRaises(UserError) as cm:
+            with self.assertRaisesMessage(
+                    UserError, 'msg_card_number_unique',
+                    "Another card of the operator has this number."):
                 create_card(wallet, number='8801')
-            self.assertMessage(
-                cm, 'msg_card_number_unique',
-                "Another card of the operator has this number.")
 
     @with_transaction()
     def test_move_uuid_unique(self):
@@ -240,13 +251,12 @@ class WalletTestCase(PaymentDatabaseTestCase):
         with set_company(company):
             wallet = create_wallet(company)
             move = fund(wallet, '1')
-            with self.assertRaises(UserError) as cm:
+            with self.assertRaisesMessage(
+                    UserError, 'msg_wallet_move_uuid_unique',
+                    "A wallet move with this UUID already exists."):
                 Move.create([{
                             'wallet': wallet.id, 'kind': 'adjustment',
                             'amount': Decimal(1), 'uuid': move.uuid}])
-            self.assertMessage(
-                cm, 'msg_wallet_move_uuid_unique',
-                "A wallet move with this UUID already exists.")
 
     @with_transaction()
     def test_credit_limit_corporate_only(self):
@@ -888,13 +898,12 @@ class WalletTestCase(PaymentDatabaseTestCase):
             self.assertMessage(
                 cm, 'msg_card_grade_restricted', " cannot pay for ",
                 card=card.rec_name, grade=premium.rec_name)
-            with self.assertRaises(UserError) as cm:
+            with self.assertRaisesMessage(
+                    UserError, 'msg_card_grade_limit_unique',
+                    "A card has one limit per grade."):
                 GradeLimit.create([{
                             'card': card.id, 'grade': petrol.id,
                             'month_limit': Decimal(1)}])
-            self.assertMessage(
-                cm, 'msg_card_grade_limit_unique',
-                "A card has one limit per grade.")
 
     # ---- refunds -------------------------------------------------------
 

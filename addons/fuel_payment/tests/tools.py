@@ -12,6 +12,7 @@ from trytond.pool import Pool
 from trytond.tests.test_tryton import TestCase, activate_module, drop_db
 
 from addons.fuel_station.tests.test_module import create_station
+from addons.fuel_station.tests.tools import TEST_MODULES
 
 METHOD_NAMES = {
     'cash': "Cash",
@@ -24,11 +25,6 @@ METHOD_NAMES = {
     'plate': "Frictionless",
     'corporate': "Corporate Account",
     }
-
-
-# the modules of every fuel_payment test database, in this order: the
-# classes share one DB_CACHE entry instead of activating them each
-TEST_MODULES = ['fuel_payment', 'fuel_device']
 
 
 class PaymentDatabaseTestCase(TestCase):

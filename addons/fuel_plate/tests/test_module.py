@@ -2,8 +2,10 @@
 # this repository contains the full copyright notices and license terms.
 from trytond.tests.test_tryton import ModuleTestCase
 
+from addons.fuel_station.tests.tools import FuelDatabaseMixin
 
-class FuelPlateTestCase(ModuleTestCase):
+
+class FuelPlateTestCase(FuelDatabaseMixin, ModuleTestCase):
     "Test Fuel Plate module: it activates on top of its dependencies"
     module = 'fuel_plate'
 

@@ -14,7 +14,7 @@ from trytond.pool import Pool
 from trytond.tests.test_tryton import ModuleTestCase, with_transaction
 from trytond.transaction import Transaction, check_access
 
-from .tools import FuelModuleTestMixin
+from .tools import FuelDatabaseMixin, FuelModuleTestMixin
 
 
 def create_grade(name, energy='petrol', uom='uom_liter'):
@@ -65,7 +65,8 @@ def create_user(login, company, role, stations=()):
 
 
 class FuelStationTestCase(
-        FuelModuleTestMixin, CompanyTestMixin, ModuleTestCase):
+        FuelDatabaseMixin, FuelModuleTestMixin, CompanyTestMixin,
+        ModuleTestCase):
     "Test Fuel Station module"
     module = 'fuel_station'
 

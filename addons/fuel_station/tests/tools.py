@@ -12,7 +12,16 @@ from decimal import Decimal
 import polib
 from proteus import Model
 from trytond.pool import Pool
-from trytond.tests.test_tryton import load_doc_tests, with_transaction
+from trytond.tests.test_tryton import (
+    DB_NAME,
+    RouteTestCase,
+    _DBTestCase,
+    activate_module,
+    drop_db,
+    load_doc_tests,
+    with_transaction,
+)
+from trytond.transaction import Transaction
 
 ENERGY_UOMS = {
     'petrol': 'Liter',
@@ -23,6 +32,33 @@ ENERGY_UOMS = {
     'hydrogen': 'Kilogram',
     'electricity': 'Kilowatt-hour',
     }
+
+# Every fuelpay module.  The test classes and scenarios of all modules run
+# on a database where these are active, sorted as Tryton names its DB_CACHE
+# entries: each backend activates them once (about a minute) and every
+# other class or scenario restores that copy (about a second).  What a
+# module does alone is checked by `./fuel up`-style activation in
+# tests/test_activation.py.
+TEST_MODULES = sorted([
+        'fuel_device', 'fuel_payment', 'fuel_plate', 'fuel_promotion',
+        'fuel_station'])
+
+
+class FuelDatabaseMixin:
+    """Activate TEST_MODULES for a ModuleTestCase or RouteTestCase instead
+    of its `module` and `extras` alone
+
+    Put it first among the bases of the test class."""
+
+    @classmethod
+    def setUpClass(cls):
+        # _DBTestCase.setUpClass activates module and extras: go past it
+        super(_DBTestCase, cls).setUpClass()
+        drop_db()
+        activate_module(TEST_MODULES)
+        if issubclass(cls, RouteTestCase):
+            with Transaction().start(DB_NAME, 1):
+                cls.setUpDatabase()
 
 
 class FuelModuleTestMixin:
