@@ -16,11 +16,13 @@ file that must not be readable by group or others, and is held in a
 Example::
 
     station_code = "ST001"
+    identifier = "box-st001"  # optional; the station_code by default
     outbox_path = "outbox.sqlite"
     status_listen = "127.0.0.1:8470"
 
     [server]
     url = "https://fuelpay.example.com"
+    database = "fuelpay"
     key_file = "box.key"
 
     [fallback]
@@ -64,6 +66,8 @@ __all__ = [
     'Protocol',
     'Secret',
     'ServerConfig',
+    'check_database',
+    'check_server_url',
     'load_config',
     'read_key',
 ]
@@ -86,6 +90,9 @@ BAUDRATES = frozenset({
 # others: any of these bits set is refused
 KEY_FILE_FORBIDDEN_BITS = stat.S_IRWXG | stat.S_IRWXO
 MAX_PORT = 65535
+# Characters of a database name that would change the route's path if
+# put in a URL, or that Tryton's database names never contain
+DATABASE_FORBIDDEN = frozenset('/\\?#%')
 
 _E = TypeVar('_E', bound=enum.StrEnum)
 
@@ -153,6 +160,10 @@ class ServerConfig:
     key: Secret = field(repr=False, compare=False)
     verify_tls: bool = True
     timeout: float = DEFAULT_TIMEOUT
+    # the Tryton database the routes live in: {url}/{database}/fuel_device;
+    # None when the file does not give it (the uplink then refuses to
+    # start, naming the key)
+    database: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +210,13 @@ class BoxConfig:
     status_listen: ListenAddress
     dispensers: tuple[DispenserConfig, ...]
     fallback: FallbackPolicy
+    # the box's identifier on the server (setup checks it); None: the
+    # station code, as `load_config` fills it when the file has none
+    identifier: str | None = None
+
+    @property
+    def box_identifier(self) -> str:
+        return self.identifier or self.station_code
 
 
 def load_config(path: str | os.PathLike[str]) -> BoxConfig:
@@ -373,9 +391,10 @@ def _resolve(base: Path, value: str) -> Path:
 
 
 _BOX_KEYS = frozenset({
-        'server', 'station_code', 'outbox_path', 'status_listen',
-        'dispensers', 'fallback'})
-_SERVER_KEYS = frozenset({'url', 'key_file', 'verify_tls', 'timeout'})
+        'server', 'station_code', 'identifier', 'outbox_path',
+        'status_listen', 'dispensers', 'fallback'})
+_SERVER_KEYS = frozenset({
+        'url', 'database', 'key_file', 'verify_tls', 'timeout'})
 _DISPENSER_KEYS = frozenset({
         'name', 'protocol', 'connection', 'serial_port', 'baudrate',
         'parity', 'host', 'port', 'address', 'poll_interval', 'nozzles'})
@@ -387,6 +406,7 @@ def _box(data: Any, base: Path) -> BoxConfig:
     top = _Table(data, '', _BOX_KEYS)
     server = _server(top.table('server', _SERVER_KEYS), base)
     station_code = top.string('station_code')
+    identifier = top.string('identifier', required=False) or station_code
     outbox_path = _resolve(base, top.string('outbox_path'))
     status_listen = _listen(top.string('status_listen'), 'status_listen')
     dispensers = tuple(
@@ -399,23 +419,48 @@ def _box(data: Any, base: Path) -> BoxConfig:
         outbox_path=outbox_path,
         status_listen=status_listen,
         dispensers=dispensers,
-        fallback=fallback)
+        fallback=fallback,
+        identifier=identifier)
 
 
-def _server(table: _Table, base: Path) -> ServerConfig:
-    url = table.string('url')
+def check_server_url(url: str, key: str = 'server.url') -> str:
+    """Return url if the box may call it, else raise ConfigError
+
+    An http(s) URL with a host; plain http only to a loopback host (the
+    key travels in every request); no credentials in it."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in {'http', 'https'} or not parts.hostname:
-        raise ConfigError(
-            f"{table.key('url')}: {url!r} is not an http(s) URL")
+        raise ConfigError(f"{key}: {url!r} is not an http(s) URL")
     if parts.scheme != 'https' and not _is_loopback(parts.hostname):
         raise ConfigError(
-            f"{table.key('url')}: must use https (plain http is only "
+            f"{key}: must use https (plain http is only "
             "allowed to a loopback host)")
     if parts.username or parts.password:
         raise ConfigError(
-            f"{table.key('url')}: must not carry credentials; the key "
+            f"{key}: must not carry credentials; the key "
             "goes in key_file")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{key}: must not have a query or fragment")
+    return url
+
+
+def check_database(name: str, key: str = 'server.database') -> str:
+    "Return the Tryton database name if it fits in a URL path, else raise"
+    if not name.strip() or name != name.strip():
+        raise ConfigError(
+            f"{key}: must be a database name without spaces around it")
+    if DATABASE_FORBIDDEN & set(name):
+        raise ConfigError(
+            f"{key}: {name!r} must not contain any of "
+            f"{' '.join(sorted(DATABASE_FORBIDDEN))}")
+    return name
+
+
+def _server(table: _Table, base: Path) -> ServerConfig:
+    url = check_server_url(table.string('url'), table.key('url'))
+    database = table.string('database', required=False)
+    if database is not None:
+        database = check_database(database, table.key('database'))
     key_file = _resolve(base, table.string('key_file'))
     key = read_key(key_file, table.key('key_file'))
     verify_tls = table.boolean('verify_tls', True)
@@ -426,7 +471,7 @@ def _server(table: _Table, base: Path) -> ServerConfig:
     timeout = table.seconds('timeout', DEFAULT_TIMEOUT)
     return ServerConfig(
         url=url, key_file=key_file, key=key, verify_tls=verify_tls,
-        timeout=timeout)
+        timeout=timeout, database=database)
 
 
 def _listen(value: str, key: str) -> ListenAddress:

@@ -16,6 +16,12 @@ the result of an executed command and `command_result(id)` finds it, so a
 command the server repeats is answered with the stored result instead of
 being executed twice.
 
+`append_once(..., key=...)` (and `append_many(..., done_key=...)`) stores
+events and records `key` as done in ONE transaction, and stores nothing if
+the key is already recorded: a driver that records a pump's sale under a
+key made of the pump's own figures (totalizers, volume, amount) cannot
+repeat it, whatever instant the process is killed at.
+
 The connection is synchronous and meant for one thread (the asyncio loop's
 own): every call is one short transaction.
 """
@@ -157,14 +163,42 @@ class Outbox:
         "Store one event; it is durable when this returns"
         return self.append_many([(kind, device, device_time, payload)])[0]
 
-    def append_many(self, items: Iterable[EventItem]) -> list[Event]:
+    def append_once(
+            self, kind: EventKind | str, device: str,
+            device_time: dt.datetime, payload: Mapping[str, Any], *,
+            key: str, result: Mapping[str, Any] | None = None,
+            ) -> Event | None:
+        """Store one event and record `key` as done, atomically
+
+        Returns the event, or None (nothing stored) if `key` was already
+        recorded.  The stored result of `key` is `result` plus the event's
+        uuid and seq (`command_result(key)` gives it back)."""
+        events = self.append_many(
+            [(kind, device, device_time, payload)], done_key=key,
+            done_result=result)
+        return events[0] if events else None
+
+    def append_many(
+            self, items: Iterable[EventItem], *,
+            done_key: str | None = None,
+            done_result: Mapping[str, Any] | None = None) -> list[Event]:
         """Store events in one transaction, in order
 
         All or none are stored, and they are durable when this returns,
-        exactly as with `append`."""
+        exactly as with `append`.  With `done_key`, the key is recorded
+        (as by `command_done`, its result being `done_result` plus the
+        first event's uuid and seq) in the same transaction; if the key
+        was already recorded nothing is stored and [] is returned."""
+        if done_key is not None and not done_key:
+            raise ValueError("done_key must not be empty")
         events: list[Event] = []
         created_at = _now()
         with self._transaction(self._db) as db:
+            if done_key is not None and db.execute(
+                    'SELECT 1 FROM command WHERE command_id = ?',
+                    (done_key,)).fetchone():
+                logger.info("outbox: %s already recorded", done_key)
+                return []
             for kind, device, device_time, payload in items:
                 payload_json = encode_json(payload)
                 event_uuid = str(uuid.uuid4())
@@ -182,6 +216,14 @@ class Outbox:
                         uuid=event_uuid, seq=cursor.lastrowid, kind=kind,
                         device=device, device_time=device_time,
                         payload=payload))
+            if done_key is not None:
+                first = {'event': events[0].uuid, 'seq': events[0].seq} if (
+                    events) else {}
+                db.execute(
+                    'INSERT INTO command (command_id, result, done_at) '
+                    'VALUES (?, ?, ?)',
+                    (done_key, encode_json({**(done_result or {}), **first}),
+                        created_at))
         if events:
             logger.debug(
                 "outbox: stored seq %s-%s", events[0].seq, events[-1].seq)

@@ -21,6 +21,29 @@ Line-level behaviour:
 - Frames with a bad CRC, or for addresses not hosted, get no answer (the
   address of a corrupted frame cannot be trusted).
 
+Faults (`Faults`, per pump or for the whole server, deterministic from a
+seed): answers sent with a corrupted CRC, frames lost in either direction,
+CD1 commands acknowledged and ignored; and, called by a test or the demo,
+`silence()` (no answer for a while), `power_on_reset()` and
+`power_loss()` / `power_restored()`.
+
+Assumption on power loss (the notes say nothing): like real DART pumps,
+the price computer keeps in non-volatile memory the prices, the totals
+and the last filling (nozzle, price, volume, amount).  A fill cut by a
+power loss stops; the pump comes back in FILLING_COMPLETED with what was
+filled, so the master reads it and the totals as for any sale end.  The
+line state (sequence, unacknowledged block) is volatile.  A pump *reset*
+is harsher: back to NOT_PROGRAMMED, prices and the running sale lost,
+only the totals (the electro-mechanical/NV counters) kept.
+
+Fills may run by themselves: `flow_rate` (volume per second) and
+`run_flow()` tick the pumps in real time; `auto_fill()` plays a customer
+(lift, wait for the authorisation, fill, hang) and `SimulatedStation`
+starts one now and then::
+
+    python -m iot_box.simulators.dart_pump --pty --pumps 2 \
+        --auto-fill-every 20 --flow-rate 0.5
+
 Application-level refusals (AUTHORIZE outside RESET, CD5 prices while
 authorized or filling, ...) are ACKed, *not* NAKed, and ignored; the pump
 reports its unchanged status in DC1.  NAK means "block not received" on
@@ -33,8 +56,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import random
 import sys
+import time
+import tty
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from types import MappingProxyType, TracebackType
 from typing import Self, cast
@@ -118,8 +146,60 @@ DISPENSING = frozenset({PumpStatus.AUTHORIZED, PumpStatus.FILLING})
 LATEST_ONLY = (DC1Status, DC2FilledVolumeAmount, DC3PriceNozzle)
 
 
+# A customer fills a tank at 0.5-1 L/s on a car pump: the demo's default
+DEFAULT_FLOW_RATE = Decimal('0.5')
+# run_flow() advances the fills this often: smooth running totals at a
+# fraction of the cost of the line's own traffic
+FLOW_TICK = 0.2
+# auto_fill() waits this long for the master's authorisation, then gives up
+# (hangs the nozzle): a box that is down must not leave a nozzle out forever
+AUTHORIZE_WAIT = 30.0
+
+
 class IllegalTransition(RuntimeError):
     "A status change that TRANSITIONS does not allow"
+
+
+@dataclass
+class Faults:
+    """Faults injected on a pump's line, deterministic from `seed`
+
+    crc_error_rate: share of answers sent with a corrupted CRC;
+    drop_rate: share of frames lost, each direction drawn separately;
+    ignore: CD1 commands acknowledged and ignored (status unchanged)."""
+    crc_error_rate: float = 0.0
+    drop_rate: float = 0.0
+    ignore: frozenset[Command] = frozenset()
+    seed: int = 0
+    corrupted: int = 0  # counters, for tests and logs
+    dropped: int = 0
+    rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ('crc_error_rate', 'drop_rate'):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} outside 0-1")
+        self.rng = random.Random(self.seed)
+
+    def lose(self) -> bool:
+        if self.drop_rate and self.rng.random() < self.drop_rate:
+            self.dropped += 1
+            return True
+        return False
+
+    def corrupt(self, frame: bytes) -> bytes:
+        "The frame, or a copy with its CRC damaged (long frames only)"
+        if len(frame) <= 3 or not self.crc_error_rate or (
+                self.rng.random() >= self.crc_error_rate):
+            return frame
+        self.corrupted += 1
+        # flip a bit of the low CRC byte: just before CRC-H ETX SF (a
+        # stuffed CRC byte then holds DLE 0xFA: still a bad frame)
+        damaged = bytearray(frame)
+        damaged[-4] ^= 0x01
+        if damaged[-4] == 0xFA and damaged[-5] != 0x10:
+            damaged[-4] ^= 0x02  # do not make a stray stop flag
+        return bytes(damaged)
 
 
 class SimulatedPump:
@@ -133,7 +213,8 @@ class SimulatedPump:
             self, address: int, nozzles: Mapping[int, str],
             params: PumpParameters = DEFAULT_PARAMETERS, *,
             max_amount: Decimal = DEFAULT_MAX_AMOUNT,
-            identity: int | None = None) -> None:
+            identity: int | None = None, faults: Faults | None = None,
+            flow_rate: Decimal = DEFAULT_FLOW_RATE) -> None:
         self.address = validate_address(address)
         if sorted(nozzles) != list(range(1, len(nozzles) + 1)) or not (
                 1 <= len(nozzles) <= MAX_NOZZLES):
@@ -145,6 +226,10 @@ class SimulatedPump:
         self.max_amount = max_amount
         self.identity = address if identity is None else identity
         self.name = f'dart:{address:#04x}'
+        self.faults = faults  # None: those of the server, if any
+        self.flow_rate = flow_rate
+        self.powered = True
+        self._silent_until = 0.0  # time.monotonic(); silent before it
         self._volume_quantum = Decimal(1).scaleb(-params.volume_decimals)
         self._amount_quantum = Decimal(1).scaleb(-params.amount_decimals)
 
@@ -166,6 +251,83 @@ class SimulatedPump:
         self._tx_seq = 0
         self._in_flight: bytes | None = None  # sent, not yet ACKed
         self._last_received: Frame | None = None
+
+    # --- faults -------------------------------------------------------
+
+    def respond(
+            self, frame: Frame, faults: Faults | None = None) -> list[bytes]:
+        """`handle` as the line sees it: silent when powered off or
+        silenced, frames lost or corrupted per `self.faults` (else
+        `faults`, the server's)"""
+        if frame.address != self.address:
+            return []
+        faults = self.faults or faults
+        if not self.powered or time.monotonic() < self._silent_until:
+            return []
+        if faults is not None and faults.lose():
+            logger.debug("%s: lost %s from the master", self.name, frame)
+            return []
+        if faults is not None and faults.ignore and (
+                frame.kind is ControlType.DATA):
+            frame = self._without_ignored(frame, faults.ignore)
+        replies = self.handle(frame)
+        if faults is None:
+            return replies
+        return [faults.corrupt(r) for r in replies if not faults.lose()]
+
+    def _without_ignored(
+            self, frame: Frame, ignore: frozenset[Command]) -> Frame:
+        "The frame minus the CD1 commands to ignore (still ACKed)"
+        kept = []
+        for transaction in frame.transactions:
+            if transaction.code == CD1Command.CODE and len(
+                    transaction.data) == 1 and transaction.data[0] in ignore:
+                logger.warning(
+                    "%s: ignores %s (fault)", self.name,
+                    Command(transaction.data[0]).name)
+                self._report(DC1Status(self.status))
+                continue
+            kept.append(transaction)
+        return Frame(frame.address, frame.control, tuple(kept))
+
+    def silence(self, seconds: float) -> None:
+        "Answer nothing for `seconds` (0: answer again now)"
+        self._silent_until = time.monotonic() + seconds
+
+    def _line_reset(self) -> None:
+        self._outbox.clear()
+        self._tx_seq = 0
+        self._in_flight = None
+        self._last_received = None
+
+    def power_on_reset(self) -> None:
+        """The pump restarts as at power-on: NOT_PROGRAMMED, no prices, the
+        running sale forgotten; the totals are kept"""
+        logger.warning("%s: reset (was %s)", self.name, self.status.name)
+        self._line_reset()
+        self.prices = {}
+        self._new_sale()
+        self.status = PumpStatus.NOT_PROGRAMMED
+        self._report(DC1Status(self.status))
+
+    def power_loss(self) -> None:
+        "The power goes: no answer, the fill stops (see the module doc)"
+        logger.warning("%s: power lost in %s", self.name, self.status.name)
+        self.powered = False
+
+    def power_restored(self) -> None:
+        """The power comes back: a sale cut short is completed with what
+        was filled (kept in non-volatile memory)"""
+        self.powered = True
+        self._line_reset()
+        if self.status in DISPENSING:
+            self.status = PumpStatus.FILLING_COMPLETED
+        logger.warning(
+            "%s: power back in %s, filled %s", self.name, self.status.name,
+            self.filled_volume)
+        self._report(DC1Status(self.status))
+        if self.nozzle_out is not None or self.fill_nozzle is not None:
+            self._report(self._dc3())
 
     # --- line layer ---------------------------------------------------
 
@@ -421,7 +583,8 @@ class SimulatedPump:
                 f"{self.name}: volume {volume!r} is not a non-negative "
                 f"Decimal with {self.params.volume_decimals} decimals")
         nozzle = self.nozzle_out
-        if self.status not in DISPENSING or nozzle is None or (
+        if not self.powered or self.status not in DISPENSING or (
+                nozzle is None) or (
                 self.allowed is not None and nozzle not in self.allowed):
             return ZERO
         if self.status is PumpStatus.AUTHORIZED:
@@ -454,7 +617,10 @@ class PumpServer:
     replies go back to that peer.  Frames that do not decode, or for
     addresses not hosted, are dropped without an answer."""
 
-    def __init__(self, pumps: Iterable[SimulatedPump]) -> None:
+    def __init__(
+            self, pumps: Iterable[SimulatedPump],
+            faults: Faults | None = None) -> None:
+        self.faults = faults  # for the pumps without their own
         self.pumps: dict[int, SimulatedPump] = {}
         for pump in pumps:
             if pump.address in self.pumps:
@@ -464,6 +630,7 @@ class PumpServer:
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._pty: tuple[int, int] | None = None  # master, slave fds
 
     def feed(self, splitter: FrameSplitter, data: bytes, peer: str
             ) -> list[bytes]:
@@ -478,7 +645,7 @@ class PumpServer:
                 continue
             pump = self.pumps.get(frame.address)
             if pump is not None:
-                replies += pump.handle(frame)
+                replies += pump.respond(frame, self.faults)
         return replies
 
     async def start_udp(
@@ -503,6 +670,46 @@ class PumpServer:
         logger.info("DART line on tcp:%s:%s", *address)
         return address
 
+    async def start_pty(self) -> str:
+        """Serve the line on a new pty; returns the path of its device
+        end, for a SerialTransport (a real RS-485 adapter's place)"""
+        if self._pty is not None:
+            raise RuntimeError("pty already started")
+        master, slave = os.openpty()
+        try:
+            tty.setraw(slave)  # 8-bit clean: no echo, no CR/LF mapping
+            os.set_blocking(master, False)
+            path = os.ttyname(slave)
+            splitter = FrameSplitter()
+            asyncio.get_running_loop().add_reader(
+                master, self._read_pty, master, splitter, path)
+        except BaseException:
+            os.close(master)
+            os.close(slave)
+            raise
+        self._pty = (master, slave)
+        logger.info("DART line on %s", path)
+        return path
+
+    def _read_pty(
+            self, master: int, splitter: FrameSplitter, path: str) -> None:
+        try:
+            data = os.read(master, 4096)
+        except BlockingIOError:
+            return
+        except OSError as error:  # EIO: nobody holds the device end
+            logger.debug("line %s: %s", path, error)
+            return
+        for reply in self.feed(splitter, data, path):
+            os.write(master, reply)
+
+    def drop_connections(self) -> int:
+        "Close the TCP connections (a gateway restart); how many"
+        writers = list(self._writers)
+        for writer in writers:
+            writer.close()
+        return len(writers)
+
     async def _serve_tcp(
             self, reader: asyncio.StreamReader,
             writer: asyncio.StreamWriter) -> None:
@@ -524,6 +731,11 @@ class PumpServer:
             logger.info("line tcp %s: closed", peer)
 
     async def close(self) -> None:
+        pty, self._pty = self._pty, None
+        if pty is not None:
+            asyncio.get_running_loop().remove_reader(pty[0])
+            for fd in pty:
+                os.close(fd)
         udp, self._udp = self._udp, None
         if udp is not None:
             udp.close()
@@ -565,6 +777,137 @@ class _GatewayProtocol(asyncio.DatagramProtocol):
         logger.warning("line udp: %s", exc)
 
 
+# --- fills that run by themselves ------------------------------------------
+
+def flow_step(pump: SimulatedPump, seconds: float) -> Decimal:
+    "The volume `pump` lets flow in `seconds`, in whole volume steps"
+    return (pump.flow_rate * Decimal(repr(seconds))).quantize(
+        pump._volume_quantum, rounding=ROUND_DOWN)
+
+
+async def run_flow(
+        pumps: Iterable[SimulatedPump], interval: float = FLOW_TICK) -> None:
+    """Tick every pump in real time at its flow_rate until cancelled
+
+    A pump that cannot flow (not authorised, nozzle in, no power) ticks
+    nothing; the remainder of a step smaller than the volume resolution
+    is carried over, so a slow flow still advances."""
+    pumps = list(pumps)
+    loop = asyncio.get_running_loop()
+    last = loop.time()
+    carried = {pump.address: 0.0 for pump in pumps}
+    while True:
+        await asyncio.sleep(interval)
+        now = loop.time()
+        elapsed, last = now - last, now
+        for pump in pumps:
+            seconds = carried[pump.address] + elapsed
+            volume = flow_step(pump, seconds)
+            if volume and pump.flow_rate:
+                carried[pump.address] = seconds - float(
+                    volume / pump.flow_rate)
+                pump.tick(volume)
+            else:
+                carried[pump.address] = seconds
+
+
+async def auto_fill(
+        pump: SimulatedPump, nozzle: int, volume: Decimal,
+        flow_rate: Decimal | None = None, *,
+        authorize_wait: float = AUTHORIZE_WAIT,
+        interval: float = FLOW_TICK) -> Decimal:
+    """A customer: lift `nozzle`, wait for the master's authorisation,
+    fill up to `volume` at `flow_rate` (the pump's by default) in real
+    time, hang up.  Returns the volume filled (less at a preset or the
+    max amount; 0 if never authorised within `authorize_wait` seconds)."""
+    rate = pump.flow_rate if flow_rate is None else flow_rate
+    if rate <= 0:
+        raise ValueError(f"{pump.name}: flow rate {rate} <= 0")
+    loop = asyncio.get_running_loop()
+    pump.lift(nozzle)
+    try:
+        deadline = loop.time() + authorize_wait
+        while pump.status is not PumpStatus.AUTHORIZED:
+            if loop.time() >= deadline:
+                logger.info(
+                    "%s: not authorised within %s s: nozzle hung",
+                    pump.name, authorize_wait)
+                return ZERO
+            await asyncio.sleep(interval)
+        filled = ZERO
+        last = loop.time()
+        while filled < volume and pump.status in DISPENSING:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            step = (rate * Decimal(repr(now - last))).quantize(
+                pump._volume_quantum, rounding=ROUND_DOWN)
+            if not step:
+                continue  # less than one volume step yet: keep `last`
+            last = now
+            flowed = pump.tick(min(step, volume - filled))
+            filled += flowed
+            if not flowed and pump.powered:
+                break  # the pump stopped it (STOP, preset reached)
+        return filled
+    finally:
+        if pump.nozzle_out == nozzle:
+            pump.hang()
+
+
+class SimulatedStation:
+    """Customers now and then: every `every` seconds (on average, seeded)
+    a free pump gets an `auto_fill` of a random nozzle and volume"""
+
+    def __init__(
+            self, pumps: Sequence[SimulatedPump], every: float, *,
+            flow_rate: Decimal | None = None,
+            volumes: tuple[Decimal, Decimal] = (Decimal(5), Decimal(40)),
+            seed: int = 0) -> None:
+        if every <= 0:
+            raise ValueError(f"every {every} <= 0")
+        self.pumps = list(pumps)
+        self.every = every
+        self.flow_rate = flow_rate
+        self.volumes = volumes
+        self.rng = random.Random(seed)
+        # the fills done: pump name, nozzle, volume
+        self.fills: list[tuple[str, int, Decimal]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _volume(self, pump: SimulatedPump) -> Decimal:
+        low, high = self.volumes
+        return Decimal(repr(self.rng.uniform(float(low), float(high)))
+            ).quantize(pump._volume_quantum, rounding=ROUND_DOWN)
+
+    async def _customer(self, pump: SimulatedPump) -> None:
+        nozzle = self.rng.choice(sorted(pump.nozzles))
+        filled = await auto_fill(
+            pump, nozzle, self._volume(pump), self.flow_rate)
+        self.fills.append((pump.name, nozzle, filled))
+
+    async def run(self) -> None:
+        "Send customers until cancelled (their fills are cancelled too)"
+        try:
+            while True:
+                await asyncio.sleep(self.rng.expovariate(1 / self.every))
+                busy = {task.get_name() for task in self._tasks}
+                free = [
+                    p for p in self.pumps if p.name not in busy
+                    and p.nozzle_out is None]
+                if not free:
+                    continue
+                pump = self.rng.choice(free)
+                task = asyncio.create_task(
+                    self._customer(pump), name=pump.name)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.wait(list(self._tasks))
+
+
 # --- command line ----------------------------------------------------------
 
 def demo_pumps(count: int, nozzles: int = 2) -> list[SimulatedPump]:
@@ -584,40 +927,85 @@ def _host_port(text: str) -> tuple[str, int]:
 
 async def serve(
         pumps: Sequence[SimulatedPump], udp: tuple[str, int] | None,
-        tcp: tuple[str, int] | None) -> None:
+        tcp: tuple[str, int] | None, *, pty: bool = False,
+        faults: Faults | None = None,
+        auto_fill_every: float | None = None, seed: int = 0) -> None:
     "Serve until cancelled (Ctrl-C)"
-    async with PumpServer(pumps) as server:
+    async with PumpServer(pumps, faults) as server:
         if udp is not None:
             print('DART line on udp:%s:%s' % await server.start_udp(*udp),
                 flush=True)
         if tcp is not None:
             print('DART line on tcp:%s:%s' % await server.start_tcp(*tcp),
                 flush=True)
-        await asyncio.Event().wait()
+        if pty:
+            print(f'DART line on pty:{await server.start_pty()}', flush=True)
+        if auto_fill_every is None:
+            await asyncio.Event().wait()
+        else:
+            station = SimulatedStation(pumps, auto_fill_every, seed=seed)
+            await station.run()
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text}: a share from 0 to 1")
+    return value
+
+
+def _positive(text: str) -> Decimal:
+    value = Decimal(text)
+    if not value.is_finite() or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: not a positive number")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog='python -m iot_box.simulators.dart_pump',
         description="Simulated Wayne DART pumps at 0x50, 0x51, ... on one "
-        "line, behind a UDP and/or TCP gateway")
+        "line, behind a UDP and/or TCP gateway or on a pty")
     parser.add_argument('--udp', type=_host_port, metavar='HOST:PORT')
     parser.add_argument('--tcp', type=_host_port, metavar='HOST:PORT')
+    parser.add_argument(
+        '--pty', action='store_true',
+        help="serve on a new pty and print the path of its device end")
     parser.add_argument('--pumps', type=int, default=2)
     parser.add_argument('--nozzles', type=int, default=2)
+    parser.add_argument(
+        '--auto-fill-every', type=float, metavar='SECONDS',
+        help="a customer lifts a nozzle about this often (mean)")
+    parser.add_argument(
+        '--flow-rate', type=_positive, default=DEFAULT_FLOW_RATE,
+        metavar='L_PER_S', help="volume per second of a fill")
+    parser.add_argument('--crc-error-rate', type=_rate, default=0.0)
+    parser.add_argument('--drop-rate', type=_rate, default=0.0)
+    parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('-v', '--verbose', action='store_true')
     args = parser.parse_args(argv)
-    if args.udp is None and args.tcp is None:
-        parser.error("give --udp and/or --tcp")
+    if args.udp is None and args.tcp is None and not args.pty:
+        parser.error("give --udp, --tcp and/or --pty")
+    if args.auto_fill_every is not None and args.auto_fill_every <= 0:
+        parser.error("--auto-fill-every must be positive")
     try:
         pumps = demo_pumps(args.pumps, args.nozzles)
     except ValueError as error:
         parser.error(str(error))
+    for pump in pumps:
+        pump.flow_rate = args.flow_rate
+    faults = None
+    if args.crc_error_rate or args.drop_rate:
+        faults = Faults(
+            crc_error_rate=args.crc_error_rate, drop_rate=args.drop_rate,
+            seed=args.seed)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     try:
-        asyncio.run(serve(pumps, args.udp, args.tcp))
+        asyncio.run(serve(
+            pumps, args.udp, args.tcp, pty=args.pty, faults=faults,
+            auto_fill_every=args.auto_fill_every, seed=args.seed))
     except KeyboardInterrupt:
         logger.info("stopped")
     return 0

@@ -59,6 +59,8 @@ def test_fixture_loads(box_dir: pathlib.Path) -> None:
     assert server.key.reveal() == KEY
     assert server.verify_tls is True
     assert server.timeout == 7.5
+    # the fixture names no database: the uplink refuses to start then
+    assert server.database is None
     assert config.fallback.mode == FallbackMode.ATTENDED_POSTPAY
     # exact Decimals, from a TOML float and from a string
     assert config.fallback.max_amount == Decimal('150.00')
@@ -132,6 +134,14 @@ INVALID = [
         'url = "ftp://fuelpay.example.com"', r'server\.url'),
     ('url = "https://fuelpay.example.com/iot"',
         'url = "https://box:pw@fuelpay.example.com"', r'server\.url'),
+    ('url = "https://fuelpay.example.com/iot"',
+        'url = "https://fuelpay.example.com/iot?db=x"', r'server\.url'),
+    ('timeout = 7.5', 'timeout = 7.5\ndatabase = "a/b"',
+        r'server\.database: .* must not contain'),
+    ('timeout = 7.5', 'timeout = 7.5\ndatabase = " fuel"',
+        r'server\.database: must be'),
+    ('timeout = 7.5', 'timeout = 7.5\ndatabase = 3',
+        r'server\.database: must be a non-empty string'),
     ('timeout = 7.5', 'timeout = 0', r'server\.timeout'),
     ('timeout = 7.5', 'timeout = "7"', r'server\.timeout'),
     ('timeout = 7.5', 'timout = 7.5', r'server\.timout: unknown key'),
@@ -233,3 +243,21 @@ def test_fixture_is_valid_toml() -> None:
     with FIXTURE.open('rb') as file:
         assert tomllib.load(file)['station_code'] == 'ST001'
     assert not os.access(FIXTURE.parent / 'box.key', os.F_OK)
+
+
+def test_database_read(box_dir: pathlib.Path) -> None:
+    edit(box_dir, 'timeout = 7.5', 'timeout = 7.5\ndatabase = "fuelpay"')
+    assert load_config(box_dir / 'box.toml').server.database == 'fuelpay'
+
+
+def test_identifier_defaults_to_station_code(box_dir: pathlib.Path) -> None:
+    config = load_config(box_dir / 'box.toml')
+    assert config.identifier == 'ST001'
+    assert config.box_identifier == 'ST001'
+    path = edit(
+        box_dir, 'station_code = "ST001"\n',
+        'station_code = "ST001"\nidentifier = "box-st001"\n')
+    assert load_config(path).box_identifier == 'box-st001'
+    edit(box_dir, 'identifier = "box-st001"', 'identifier = ""')
+    with pytest.raises(ConfigError, match='identifier: must be a non-empty'):
+        load_config(path)

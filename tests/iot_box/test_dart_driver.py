@@ -393,3 +393,81 @@ def test_lost_frames_are_repeated_and_handled_once(tmp_path) -> None:
             assert [e.payload['volume'] for e in running] == [D('0.500')]
             assert len(line_.events(EventKind.NOZZLE_UP)) == 1
     asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_two_drivers_share_one_udp_transport(tmp_path) -> None:
+    """Two pumps on one PumpServer, two drivers on ONE UdpTransport polled
+    in turn (as a DartLine does): sales on both, each recorded once, and
+    answers meant for the other pump (or late) ignored"""
+    async def main() -> None:
+        pumps = [SimulatedPump(0x50, NOZZLES), SimulatedPump(0x51, NOZZLES)]
+        async with contextlib.AsyncExitStack() as stack:
+            server = await stack.enter_async_context(PumpServer(pumps))
+            host, port = await server.start_udp()
+            outbox = stack.enter_context(Outbox(tmp_path / 'outbox.sqlite'))
+            transport = await stack.enter_async_context(
+                UdpTransport(host, port))
+            drivers = [
+                DartDispenserDriver(
+                    DispenserConfig(
+                        name=f'pump-{i + 1}', connection=Connection.UDP,
+                        address=pump.address,
+                        nozzles=(NozzleConfig(1, 11 + 10 * i),
+                            NozzleConfig(2, 12 + 10 * i)),
+                        host=host, port=port),
+                    transport, outbox, prices=PRICES, price_set_id=PRICE_SET)
+                for i, pump in enumerate(pumps)]
+
+            async def cycle(times: int = 1) -> None:
+                for _ in range(times):
+                    for driver in drivers:
+                        await asyncio.wait_for(
+                            driver.poll_once(), STEP_TIMEOUT)
+
+            async def until_both(condition: Callable[[], bool]) -> None:
+                for _ in range(MAX_POLLS):
+                    if condition():
+                        return
+                    await cycle()
+                raise AssertionError("line stuck")
+
+            await until_both(lambda: all(
+                p.status is PumpStatus.RESET for p in pumps))
+            # a late answer of pump 0x50 arrives while 0x51 is polled: a
+            # POLL for 0x50 whose answer nobody waited for
+            pumps[0].lift(1)
+            await transport.send(bytes((0x50, 0x20, 0xFA)))
+            await drivers[1].poll_once()
+            assert drivers[1].nozzle_out is None
+            pumps[1].lift(2)
+            results = [
+                drivers[0].authorize(1, 'a-1', preset_volume=D('2.000')),
+                drivers[1].authorize(2, 'a-2', preset_amount=D('10.00'))]
+            await until_both(lambda: all(r.done() for r in results))
+            for _ in range(40):
+                if all(p.status is PumpStatus.MAX_REACHED for p in pumps):
+                    break
+                for pump in pumps:
+                    pump.tick(FLOW_STEP)
+                await cycle()
+            await until_both(lambda: all(
+                p.status is PumpStatus.RESET for p in pumps))
+            await cycle(3)
+            sales = {
+                e.device: e.payload for e in outbox.pending(1000)
+                if e.kind == EventKind.TRANSACTION_COMPLETED}
+            assert len([
+                e for e in outbox.pending(1000)
+                if e.kind == EventKind.TRANSACTION_COMPLETED]) == 2
+            assert sales['pump-1']['volume'] == D('2.000')
+            assert sales['pump-1']['pump_address'] == 0x50
+            assert sales['pump-1']['totalizer_volume'] == (
+                pumps[0].totals[1][0])
+            # its only sale: the totalizer holds exactly its amount
+            assert sales['pump-2']['amount'] == pumps[1].totals[2][1]
+            assert sales['pump-2']['amount'] <= D('10.00')
+            assert sales['pump-2']['station_nozzle'] == 22
+            assert sales['pump-2']['totalizer_amount'] == (
+                pumps[1].totals[2][1])
+            assert [d.missed_polls for d in drivers] == [0, 0]
+    asyncio.run(asyncio.wait_for(main(), 15))

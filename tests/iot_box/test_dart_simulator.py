@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pathlib
+import select
 import signal
 import subprocess
 import sys
+import tty
 from decimal import Decimal
 
 import pytest
@@ -22,6 +25,7 @@ from iot_box.protocols.dart import (
     CD101RequestTotals,
     Command,
     ControlType,
+    CrcError,
     DC1Status,
     DC2FilledVolumeAmount,
     DC3PriceNozzle,
@@ -40,7 +44,14 @@ from iot_box.protocols.dart import (
     make_control,
     next_seq,
 )
-from iot_box.simulators.dart_pump import SimulatedPump, demo_pumps
+from iot_box.simulators.dart_pump import (
+    Faults,
+    SimulatedPump,
+    SimulatedStation,
+    auto_fill,
+    demo_pumps,
+    run_flow,
+)
 
 D = Decimal
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -329,3 +340,188 @@ async def _poll_udp(port: int, address: int) -> bytes:
     async with UdpTransport('127.0.0.1', port) as line:
         await line.send(encode_frame(address, 0x20))
         return await line.receive(timeout=5)
+
+
+# --- faults, power, fills that run by themselves ---------------------------
+
+def test_faults_are_deterministic_and_checked():
+    def run(seed: int) -> list[bytes]:
+        pump, _ = programmed()
+        pump.faults = Faults(crc_error_rate=0.5, drop_rate=0.3, seed=seed)
+        pump.lift(1)
+        out = []
+        for _ in range(30):
+            out += pump.respond(Frame(pump.address, 0x20))
+        return out
+
+    first = run(5)
+    assert first == run(5)  # same seed, same faults
+    assert first != run(6)
+    bad = 0
+    for raw in first:
+        try:
+            decode_frame(raw)
+        except CrcError:
+            bad += 1
+    assert bad and len(first) < 30  # corrupted and lost ones
+    with pytest.raises(ValueError):
+        Faults(drop_rate=1.5)
+
+
+def test_ignored_command_is_acked_and_reports_the_status():
+    pump, master = programmed()
+    pump.faults = Faults(ignore=frozenset({Command.AUTHORIZE}))
+    pump.lift(1)
+    frame = Frame(
+        pump.address, make_control(ControlType.DATA, master.seq),
+        encode_messages([CD1Command(Command.AUTHORIZE)]))
+    ack, = pump.respond(frame)
+    assert decode_frame(ack).kind is ControlType.ACK
+    assert pump.status is PumpStatus.RESET
+    assert DC1Status(PumpStatus.RESET) in master.poll()
+
+
+def test_silence_and_server_faults_reach_the_pump():
+    pump, _ = programmed()
+    pump.silence(60)
+    assert pump.respond(Frame(pump.address, 0x20)) == []
+    pump.silence(0)
+    assert pump.respond(Frame(pump.address, 0x20)) != []
+    assert pump.respond(Frame(0x5F, 0x20)) == []  # not its address
+    lossy = Faults(drop_rate=1.0)
+    assert pump.respond(Frame(pump.address, 0x20), lossy) == []
+    assert lossy.dropped == 1
+
+
+def test_power_on_reset_keeps_only_the_totals():
+    pump, master = programmed()
+    pump.lift(1)
+    master.send(CD1Command(Command.AUTHORIZE))
+    pump.tick(D('2.000'))
+    master.poll()
+    pump.power_on_reset()
+    assert pump.status is PumpStatus.NOT_PROGRAMMED
+    assert pump.prices == {} and pump.filled_volume == 0
+    assert pump.totals[1] == [D('2.000'), D('15.78')]
+    assert pump.tick(D('1.000')) == 0
+    master.seq = 0  # the pump's line state restarted too
+    assert master.poll() == (DC1Status(PumpStatus.NOT_PROGRAMMED),)
+
+
+def test_power_loss_mid_fill_keeps_the_filling():
+    pump, master = programmed()
+    pump.lift(2)
+    master.send(CD1Command(Command.AUTHORIZE))
+    pump.tick(D('1.500'))
+    master.poll()
+    pump.power_loss()
+    assert pump.tick(D('1.000')) == 0
+    assert pump.respond(Frame(pump.address, 0x20)) == []
+    pump.power_restored()
+    assert pump.status is PumpStatus.FILLING_COMPLETED
+    messages = master.poll()
+    assert DC1Status(PumpStatus.FILLING_COMPLETED) in messages
+    assert pump.filled_volume == D('1.500')
+    assert pump.filled_amount == D('12.18')
+    assert pump.prices == dict(enumerate(PRICES.prices, 1))
+    master.send(CD1Command(Command.RETURN_FILLING_INFORMATION))
+    assert master.poll() == (
+        DC2FilledVolumeAmount(D('1.500'), D('12.18')),)
+
+
+def test_auto_fill_and_run_flow_in_real_time():
+    async def main():
+        pump, master = programmed()
+        pump.flow_rate = D('20')  # fast: the test lasts a fraction of a s
+        filling = asyncio.create_task(auto_fill(
+            pump, 1, D('3.000'), interval=0.01))
+        await asyncio.sleep(0.05)
+        assert pump.nozzle_out == 1 and pump.status is PumpStatus.RESET
+        master.send(CD1Command(Command.AUTHORIZE))  # the box's answer
+        assert await asyncio.wait_for(filling, 5) == D('3.000')
+        assert pump.nozzle_out is None
+        assert pump.status is PumpStatus.FILLING_COMPLETED
+        assert pump.totals[1][0] == D('3.000')
+        # never authorised: the customer gives up
+        assert await auto_fill(
+            pump, 2, D('1.000'), authorize_wait=0.05, interval=0.01) == 0
+        assert pump.nozzle_out is None
+
+        master.send(CD1Command(Command.RESET))
+        pump.lift(2)
+        master.send(CD1Command(Command.AUTHORIZE))
+        flowing = asyncio.create_task(run_flow([pump], interval=0.01))
+        try:
+            for _ in range(200):
+                if pump.filled_volume >= D('1.000'):
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            flowing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flowing
+        assert pump.filled_volume >= D('1.000')
+        assert pump.status is PumpStatus.FILLING
+    asyncio.run(main())
+
+
+def test_simulated_station_fills_now_and_then():
+    async def main():
+        pumps = demo_pumps(2)
+        masters = [Master(pump) for pump in pumps]
+        for pump, master in zip(pumps, masters, strict=True):
+            pump.flow_rate = D('50')
+            master.send(PRICES, CD1Command(Command.RESET))
+        station = SimulatedStation(
+            pumps, 0.02, volumes=(D('1'), D('2')), seed=3)
+        running = asyncio.create_task(station.run())
+        try:
+            for _ in range(300):  # a box: authorise what is lifted
+                for pump, master in zip(pumps, masters, strict=True):
+                    if pump.nozzle_out and pump.status is PumpStatus.RESET:
+                        master.send(CD1Command(Command.AUTHORIZE))
+                    elif pump.status is PumpStatus.FILLING_COMPLETED and (
+                            pump.nozzle_out is None):
+                        master.send(CD1Command(Command.RESET))
+                if len(station.fills) >= 3:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+        assert len(station.fills) >= 3
+        for _, _, volume in station.fills:
+            assert D('1') <= volume <= D('2')
+    asyncio.run(main())
+
+
+def test_command_line_serves_a_pty():
+    "--pty prints the device path; a POLL written there is answered"
+    process = subprocess.Popen(
+        [sys.executable, '-m', 'iot_box.simulators.dart_pump',
+            '--pty', '--pumps', '1', '--auto-fill-every', '60',
+            '--flow-rate', '0.8', '--drop-rate', '0', '--seed', '1'],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, 'PYTHONPATH': str(ROOT)})
+    try:
+        line = process.stdout.readline()
+        assert line.startswith('DART line on pty:/dev/'), line
+        path = line.split(':', 1)[1].strip()
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+        try:
+            tty.setraw(fd)
+            os.write(fd, encode_frame(0x50, 0x20))
+            ready, _, _ = select.select([fd], [], [], 5)
+            assert ready
+            assert os.read(fd, 100) == encode_frame(0x50, 0x70)  # EOT
+        finally:
+            os.close(fd)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=5) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+        process.stdout.close()
+        process.stderr.close()

@@ -289,3 +289,110 @@ def test_sigkill_while_appending_loses_nothing(db: pathlib.Path) -> None:
     seqs = [seq for seq, _ in events]
     assert seqs == list(range(1, len(events) + 1))
     assert len({uuid for _, uuid in events}) == len(events)
+
+
+# an event and its de-duplication key in one transaction
+
+def test_append_once_stores_the_event_and_its_key_together(
+        db: pathlib.Path) -> None:
+    with Outbox(db) as outbox:
+        event = outbox.append_once(
+            EventKind.TRANSACTION_COMPLETED, 'pump-1', T0, sale(),
+            key='pump-1:sale:1', result={'recorded': True})
+        assert event is not None and event.seq == 1
+        assert outbox.command_result('pump-1:sale:1') == {
+            'recorded': True, 'event': event.uuid, 'seq': 1}
+        # the same key again: nothing stored, whatever the payload
+        assert outbox.append_once(
+            EventKind.TRANSACTION_COMPLETED, 'pump-1', T0, sale('1.00'),
+            key='pump-1:sale:1') is None
+        assert outbox.append_many(
+            [(EventKind.ALARM, 'pump-1', T0, {})],
+            done_key='pump-1:sale:1') == []
+        assert outbox.depth() == 1 and outbox.last_seq() == 1
+        with pytest.raises(ValueError):
+            outbox.append_many([], done_key='')
+
+
+def test_append_once_failing_midway_stores_neither(db: pathlib.Path) -> None:
+    "The key's result cannot be encoded after the event was inserted"
+    with Outbox(db) as outbox:
+        with pytest.raises(TypeError):
+            outbox.append_once(
+                EventKind.TRANSACTION_COMPLETED, 'pump-1', T0, sale(),
+                key='pump-1:sale:2', result={'bad': object()})
+        assert outbox.depth() == 0
+        assert outbox.command_result('pump-1:sale:2') is None
+        assert outbox.append_once(
+            EventKind.TRANSACTION_COMPLETED, 'pump-1', T0, sale(),
+            key='pump-1:sale:2') is not None
+        assert outbox.depth() == 1
+
+
+# A child records sales 0..count-1 under their keys, as a driver does, and
+# prints each acknowledged one; killed, it is started again and records
+# the same sales from the first (a restarted driver re-reads the pump)
+ONCE_CHILD = textwrap.dedent('''
+    import datetime as dt, sys
+    from decimal import Decimal
+    from iot_box.outbox import Outbox
+    path, count = sys.argv[1], int(sys.argv[2])
+    outbox = Outbox(path)
+    t = dt.datetime.now(dt.UTC)
+    for i in range(count):
+        event = outbox.append_once(
+            'transaction_completed', 'pump-1', t,
+            {'amount': Decimal(i) / 100}, key=f'pump-1:sale:{i}',
+            result={'recorded': True})
+        print(i, event is not None, flush=True)
+    print('done', flush=True)
+    sys.stdin.read()  # wait to be killed
+    ''')
+
+
+def run_once_child(db: pathlib.Path, count: int, kill_after: int) -> list[
+        str]:
+    "Start the child, SIGKILL it after kill_after printed lines"
+    child = subprocess.Popen(
+        [sys.executable, '-c', ONCE_CHILD, str(db), str(count)],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, 'PYTHONPATH': str(ROOT)})
+    lines: list[str] = []
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            lines.append(line.strip())
+            if len(lines) == kill_after or line.strip() == 'done':
+                break
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=CRASH_TIMEOUT)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        for stream in (child.stdin, child.stdout):
+            if stream is not None:
+                stream.close()
+    return lines
+
+
+def test_sigkill_between_event_and_key_duplicates_nothing(
+        db: pathlib.Path) -> None:
+    # killed while recording (possibly inside a transaction), then run
+    # again over the same sales: every sale once, seq contiguous
+    first = run_once_child(db, -1 + CRASH_EVENTS * 10, CRASH_EVENTS)
+    assert len(first) == CRASH_EVENTS
+    again = run_once_child(db, CRASH_EVENTS * 2, CRASH_EVENTS * 2 + 1)
+    assert again[-1] == 'done'
+    # the sales acknowledged before the kill are not recorded again
+    assert again[:CRASH_EVENTS] == [f'{i} False' for i in range(CRASH_EVENTS)]
+    with Outbox(db) as outbox:
+        events = outbox.pending(limit=100_000)
+        amounts = [e.payload['amount'] for e in events]
+        assert len(amounts) == len(set(amounts))
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        assert amounts[:CRASH_EVENTS * 2] == [
+            Decimal(i) / 100 for i in range(CRASH_EVENTS * 2)]
+        for i, event in enumerate(events):
+            assert outbox.command_result(f'pump-1:sale:{i}')['event'] == (
+                event.uuid)

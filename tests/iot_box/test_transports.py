@@ -330,3 +330,64 @@ def test_serial_missing_port_and_bad_settings():
     run(main())
     with pytest.raises(ValueError):
         SerialTransport('/dev/null', parity='X')
+
+
+def test_tcp_reconnects_after_the_gateway_drops_the_connection():
+    "The gateway closes the first connection once; the next send reconnects"
+    connections: list[int] = []
+
+    async def gateway(reader, writer):
+        connections.append(len(connections) + 1)
+        try:
+            data = await reader.read(100)
+            if len(connections) == 1:
+                return  # drop the first connection without answering
+            while data:
+                writer.write(data)  # then echo
+                await writer.drain()
+                data = await reader.read(100)
+        finally:
+            writer.close()
+
+    async def main():
+        server = await asyncio.start_server(gateway, '127.0.0.1', 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with TcpTransport(
+                    '127.0.0.1', port, reconnect_interval=0) as line:
+                await line.send(b'\x50\x20\xfa')
+                with pytest.raises(TransportClosedError, match='closed by'):
+                    await line.receive(REPLY_TIMEOUT)
+                assert not line.is_open
+                await line.send(b'\x51\x20\xfa')  # reconnects first
+                assert line.is_open and line.reconnections == 1
+                assert await line.receive(REPLY_TIMEOUT) == b'\x51\x20\xfa'
+            assert connections == [1, 2]
+            # closed by its owner: no reconnection
+            with pytest.raises(TransportClosedError):
+                await line.send(b'\x50\x20\xfa')
+        finally:
+            server.close()
+            await server.wait_closed()
+    run(main())
+
+
+def test_tcp_reconnection_is_rate_limited_and_survives_a_refusal():
+    async def main():
+        async with PumpServer(demo_pumps(1)) as server:
+            host, port = await server.start_tcp()
+            async with TcpTransport(
+                    host, port, reconnect_interval=0.2) as line:
+                master = LineMaster(line)
+                assert await master.poll(0x50) == ()
+                assert server.drop_connections() == 1
+                with pytest.raises(TransportClosedError):
+                    await line.receive(REPLY_TIMEOUT)
+                # too soon after the last attempt: refused without trying
+                with pytest.raises(TransportClosedError, match='next attempt'):
+                    await line.send(b'\x50\x20\xfa')
+                await asyncio.sleep(0.25)
+                master.splitter = FrameSplitter()
+                assert await master.poll(0x50) == ()  # reconnected
+                assert line.reconnections == 1
+    run(main())

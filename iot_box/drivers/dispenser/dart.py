@@ -2,33 +2,63 @@
 # this repository contains the full copyright notices and license terms.
 """Wayne DART dispenser driver: the master side of the line, one pump
 
-`DartDispenserDriver` polls ONE pump address over a `Transport` that it
-owns (a line with several pumps needs a `DartLine` sharing the transport;
-not done yet).  One `poll_once()`:
+`DartDispenserDriver` is the master of ONE pump address over a
+`Transport`.  Several drivers (different addresses) may share one
+transport, a multidrop line, if their `poll_once()` calls never overlap
+(a `DartLine` calls them in turn).  One `poll_once()`:
 
 1. queues a CD5 price update if one waits and the pump is not in a sale;
 2. sends each queued DATA block and waits for its ACK (same sequence),
    sending it again on NAK or silence up to `MAX_SEND_ATTEMPTS` times;
+   while the pump does not answer (`answering` false) blocks wait and only
+   POLL goes out; when it answers again its status is asked first (it may
+   have been reset or lost power meanwhile);
 3. sends POLL; a DATA answer is decoded, handled and then ACKed (so what
    it produced is in the outbox before the pump forgets it); a repeat of
-   the last block (same sequence and content: our ACK was lost) is ACKed
-   and not handled again; a block that does not decode is NAKed; EOT means
+   the last block (same sequence and content: our ACK was lost, or a late
+   copy) is ACKed and not handled again, and the answer to this POLL is
+   still awaited; a block that does not decode is NAKed; EOT means
    nothing to say.
+
+Each exchange starts with a fresh frame splitter: bytes that arrived
+before the request are stale by definition.  Of what arrives, only frames
+of this address and of the kind the exchange expects count (ACK/NAK of the
+block's sequence after a block; DATA or EOT after POLL): frames for other
+pumps on a shared line, and late answers to an earlier exchange, are
+ignored without touching the sequence or ACK state.
 
 Behaviour (DART_NOTES.md, "Typical sale"): at start CD1 RETURN_STATUS;
 NOT_PROGRAMMED -> CD5 prices + RESET; DC3 nozzle-out changes -> nozzle_up
-/ nozzle_down events; DC2 while filling -> running_total (rate-limited);
-FILLING_COMPLETED / MAX_REACHED -> CD1 RETURN_FILLING_INFORMATION + CD101
-for every configured nozzle -> one transaction_completed event -> CD5 if
-a price change waited -> RESET.
+/ nozzle_down events (DC3 of nozzles not configured are ignored); DC2
+while filling -> running_total (rate-limited); FILLING_COMPLETED /
+MAX_REACHED -> CD1 RETURN_STATUS + RETURN_FILLING_INFORMATION + CD101 for
+every configured nozzle -> one transaction_completed event -> CD5 if a
+price change waited -> RESET.  If the status read back is no longer an
+ended sale, the end of sale was stale (a late DC1 after our RESET) and
+nothing is recorded.
 
-A completed sale is recorded once: its key (device, the totals of all
-nozzles after it, its volume and amount) is stored with
-`Outbox.command_done`, so a driver restarted before its RESET reached the
-pump finds the sale already recorded.  The event and the key are two
-transactions (the Outbox has no single call for both): a crash between
-them repeats the event with a new uuid; the server can deduplicate on the
-totalizers the payload carries.
+A completed sale is recorded once: the event and its key (device, the
+totals of all nozzles after it, its volume and amount) are stored in ONE
+outbox transaction (`Outbox.append_once`), so a driver restarted at any
+instant, even before its RESET reached the pump, finds the sale already
+recorded and does not record it again.  A sale whose filling information
+or totals do not come (lost blocks, the pump gone silent) is asked again
+after `CLOSE_RETRY_POLLS` polls.
+
+AUTHORIZE is confirmed by the pump, not by its ACK alone: DART pumps
+acknowledge a block and then ignore a command they refuse (AUTHORIZE
+outside RESET), reporting their unchanged status.  The command's future
+gets its result once DC1 reports AUTHORIZED or FILLING (or a sale that
+ended since); it fails with `CommandNotExecuted` when DC1 reports a status
+in which the pump cannot have executed it, or when no such DC1 came within
+`CONFIRM_POLLS` polls.  A failed command is not recorded: the server may
+send it again.
+
+A power loss mid-fill (an assumption, see the simulator): the pump keeps
+the filled volume and amount and the totals in non-volatile memory and
+comes back in FILLING_COMPLETED; the driver closes that sale as any other,
+once.  A pump reset (back to NOT_PROGRAMMED) is programmed again; a sale
+it interrupted cannot be read back from the pump and is logged as lost.
 """
 from __future__ import annotations
 
@@ -82,7 +112,9 @@ from .fuelling_point import (
     from_dart,
 )
 
-__all__ = ['CommandError', 'DartDispenserDriver', 'DartLinkError']
+__all__ = [
+    'CommandError', 'CommandNotExecuted', 'DartDispenserDriver',
+    'DartLinkError']
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +125,16 @@ RESPONSE_TIMEOUT = 0.25
 # A block NAKed or unanswered this many times is given up (and its
 # commands fail): a pump that lost three in a row is not listening.
 MAX_SEND_ATTEMPTS = 3
+# A pump that missed this many POLLs in a row is reported as not answering;
+# a single miss is line noise, three (about a second) is a silent pump.
+NOT_ANSWERING_POLLS = 3
+# Polls after the ACK of AUTHORIZE within which DC1 must show its effect:
+# the simulator and real pumps report the new status at the next POLL, so
+# three leaves room for lost frames without leaving a server waiting.
+CONFIRM_POLLS = 3
+# Polls without the final filling information and totals of a closing
+# sale before they are asked again (their block or its answer was lost).
+CLOSE_RETRY_POLLS = 5
 # Running totals go to the server at most this often per pump: enough for
 # a live display, a tiny share of the uplink.
 RUNNING_TOTAL_INTERVAL = 1.0
@@ -118,6 +160,14 @@ class CommandError(ValueError):
     "A server command the driver refuses (bad nozzle, no preset, ...)"
 
 
+class CommandNotExecuted(RuntimeError):
+    "The pump acknowledged a command but did not execute it"
+
+
+# Statuses that prove an AUTHORIZE was executed
+AUTHORIZE_SEEN = frozenset({PumpStatus.AUTHORIZED, PumpStatus.FILLING})
+
+
 @dataclass
 class _Block:
     "A DATA block to send, and what to do once the pump ACKed it"
@@ -127,11 +177,21 @@ class _Block:
 
 
 @dataclass
+class _Confirm:
+    "An AUTHORIZE the pump ACKed: its effect is awaited in DC1"
+    command_id: str
+    result: CommandResult
+    before: PumpStatus | None  # the pump status when the ACK came
+    polls: int = 0
+
+
+@dataclass
 class _Sale:
     "What is known of the sale in progress or being closed"
     nozzle: int | None = None
     unit_price: Decimal | None = None
     closing: bool = False  # filling info and totals asked
+    closing_polls: int = 0  # polls since they were asked
     final: DC2FilledVolumeAmount | None = None
     totals: dict[int, DC101Totals] = field(default_factory=dict)
 
@@ -173,6 +233,7 @@ class DartDispenserDriver:
         self.nozzle_out: int | None = None  # the nozzle out, if any
         self.reported_prices: dict[int, Decimal] = {}  # from DC3
         self._splitter = FrameSplitter()
+        self._deadline = 0.0  # of the exchange under way (loop time)
         self._tx_seq = 0
         self._last_rx: Frame | None = None
         self._queue: list[_Block] = []
@@ -185,6 +246,8 @@ class DartDispenserDriver:
         self._pending_price_set: int | str | None = None
         self._price_commands: list[str] = []
         self._prices_queued = False
+        self._confirming: list[_Confirm] = []
+        self._resync = False  # a block failed: ask the pump's status
         self.missed_polls = 0
 
     # --- server commands ----------------------------------------------
@@ -253,12 +316,44 @@ class DartDispenserDriver:
             'preset_amount': preset_amount}
         self._queue.append(_Block(
             tuple(messages),
-            on_ack=lambda: self._done(command_id, result),
+            on_ack=lambda: self._confirming.append(
+                _Confirm(command_id, result, self.pump_status)),
             on_fail=lambda error: self._failed(command_id, error)))
         logger.info(
             "%s: authorize nozzle %s (command %s)", self.device, nozzle,
             command_id)
         return future
+
+    def _confirm(self, status: PumpStatus) -> None:
+        "Judge the AUTHORIZEs awaiting confirmation by a DC1 status"
+        waiting, self._confirming = self._confirming, []
+        for confirm in waiting:
+            if status in AUTHORIZE_SEEN or (
+                    status in SALE_ENDED and status is not confirm.before):
+                self._done(confirm.command_id, confirm.result)
+            elif status is PumpStatus.RESET:
+                # maybe reported before the AUTHORIZE was executed
+                self._confirming.append(confirm)
+            else:
+                self._not_executed(confirm, f"pump reports {status.name}")
+
+    def _not_executed(self, confirm: _Confirm, why: str) -> None:
+        error = CommandNotExecuted(
+            f"{self.device}: AUTHORIZE (command {confirm.command_id}) "
+            f"acknowledged but not executed: {why}")
+        logger.error("%s", error)
+        self._failed(confirm.command_id, error)
+
+    def _confirm_polled(self) -> None:
+        "One more poll for the commands awaiting confirmation"
+        waiting, self._confirming = self._confirming, []
+        for confirm in waiting:
+            confirm.polls += 1
+            if confirm.polls >= CONFIRM_POLLS:
+                self._not_executed(confirm, (
+                    f"no AUTHORIZED status within {CONFIRM_POLLS} polls"))
+            else:
+                self._confirming.append(confirm)
 
     def stop(self, command_id: str) -> asyncio.Future[CommandResult]:
         "Queue CD1 STOP (an authorised or running fill ends)"
@@ -351,12 +446,24 @@ class DartDispenserDriver:
 
     # --- the line -----------------------------------------------------
 
-    async def _receive_frame(self) -> Frame | None:
-        "The next frame from our pump within the response timeout"
+    def _new_exchange(self) -> None:
+        "A request goes out: what came before it is stale"
+        if self._splitter.pending:
+            logger.debug(
+                "%s: %s stale bytes dropped", self.device,
+                len(self._splitter.pending))
+        self._splitter = FrameSplitter()
+        self._deadline = (
+            asyncio.get_running_loop().time() + self.response_timeout)
+
+    async def _receive_frame(
+            self, expected: Callable[[Frame], bool]) -> Frame | None:
+        """The next frame of our pump that `expected` accepts, before the
+        exchange's deadline; others (other addresses on a shared line, late
+        answers to an earlier exchange) are dropped"""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.response_timeout
         while True:
-            remaining = deadline - loop.time()
+            remaining = self._deadline - loop.time()
             if remaining <= 0:
                 return None
             data = await self.transport.receive(remaining)
@@ -369,71 +476,98 @@ class DartDispenserDriver:
                     logger.warning(
                         "%s: frame dropped: %s", self.device, error)
                     continue
-                if frame.address == self.address:
+                if frame.address != self.address:
+                    continue  # another pump of the line
+                if expected(frame):
                     # one exchange at a time: later frames are stale
                     return frame
+                logger.debug(
+                    "%s: stale %s %s ignored", self.device, frame.kind.name,
+                    frame.seq)
 
     async def _send_control(self, kind: ControlType, seq: int = 0) -> None:
         await self.transport.send(
             encode_frame(self.address, make_control(kind, seq)))
 
-    async def _send_block(self, block: _Block) -> None:
+    async def _send_block(self, block: _Block) -> bool:
+        "Send a block until ACKed; False (and on_fail called) if never"
         seq = self._tx_seq
         raw = encode_frame(
             self.address, make_control(ControlType.DATA, seq),
             encode_messages(block.messages, self.params))
+
+        def answer(frame: Frame) -> bool:
+            return frame.seq == seq and frame.kind in (
+                ControlType.ACK, ControlType.NAK)
+
         for attempt in range(1, MAX_SEND_ATTEMPTS + 1):
+            self._new_exchange()
             await self.transport.send(raw)
-            reply = await self._receive_frame()
-            if reply is not None and reply.kind is ControlType.ACK and (
-                    reply.seq == seq):
+            reply = await self._receive_frame(answer)
+            if reply is not None and reply.kind is ControlType.ACK:
                 self._tx_seq = next_seq(seq)
                 if block.on_ack is not None:
                     block.on_ack()
-                return
+                return True
             logger.warning(
                 "%s: block %s %s (attempt %s/%s)", self.device, seq,
                 'unanswered' if reply is None else reply.kind.name,
                 attempt, MAX_SEND_ATTEMPTS)
+        # the pump may have executed an unanswered block: the next one
+        # takes a new sequence so that it is not taken for a repeat
+        self._tx_seq = next_seq(seq)
         error = DartLinkError(
             f"{self.device}: block {seq} not acknowledged after "
             f"{MAX_SEND_ATTEMPTS} attempts")
         logger.error("%s", error)
+        self._resync = True
         if block.on_fail is not None:
             block.on_fail(error)
+        return False
 
-    async def _poll(self) -> None:
+    def _data_or_eot(self, frame: Frame) -> bool:
+        return frame.kind in (ControlType.DATA, ControlType.EOT)
+
+    async def _poll(self) -> bool:
+        "POLL and handle the answer; False if the pump did not answer"
+        self._new_exchange()
         await self._send_control(ControlType.POLL)
-        frame = await self._receive_frame()
-        if frame is None:
-            self.missed_polls += 1
-            logger.debug("%s: no answer to POLL", self.device)
-            return
-        self.missed_polls = 0
-        if frame.kind is not ControlType.DATA:
-            if frame.kind is not ControlType.EOT:
-                logger.debug(
-                    "%s: %s to POLL", self.device, frame.kind.name)
-            return
-        if frame == self._last_rx:
-            logger.info(
-                "%s: block %s repeated: ACKed again, not handled",
-                self.device, frame.seq)
+        answered = False
+        while (frame := await self._receive_frame(self._data_or_eot)):
+            answered = True
+            if frame.kind is ControlType.EOT:
+                return True
+            if frame == self._last_rx:
+                logger.info(
+                    "%s: block %s repeated: ACKed again, not handled",
+                    self.device, frame.seq)
+                await self._send_control(ControlType.ACK, frame.seq)
+                continue  # a late copy: this POLL's answer may follow
+            try:
+                messages = decode_transactions(
+                    frame, Direction.PUMP_TO_MASTER, self.params)
+            except DartError as error:
+                logger.warning(
+                    "%s: NAK block %s: %s", self.device, frame.seq, error)
+                await self._send_control(ControlType.NAK, frame.seq)
+                return True
+            for message in messages:
+                self._handle(message)
+            # ACK only now: the events of this block are durable
+            self._last_rx = frame
             await self._send_control(ControlType.ACK, frame.seq)
-            return
-        try:
-            messages = decode_transactions(
-                frame, Direction.PUMP_TO_MASTER, self.params)
-        except DartError as error:
-            logger.warning(
-                "%s: NAK block %s: %s", self.device, frame.seq, error)
-            await self._send_control(ControlType.NAK, frame.seq)
-            return
-        for message in messages:
-            self._handle(message)
-        # ACK only now: the events of this block are durable
-        self._last_rx = frame
-        await self._send_control(ControlType.ACK, frame.seq)
+            return True
+        return answered
+
+    @property
+    def answering(self) -> bool:
+        "False once the pump missed NOT_ANSWERING_POLLS polls in a row"
+        return self.missed_polls < NOT_ANSWERING_POLLS
+
+    def request_status(self) -> None:
+        """Ask the pump its status at the next poll (a NOT_PROGRAMMED pump
+        is then programmed, once its prices are known)"""
+        self._queue.append(_Block((CD1Command(Command.RETURN_STATUS),)))
 
     def start(self) -> None:
         "Ask the pump its status (done by the first poll_once anyway)"
@@ -442,12 +576,52 @@ class DartDispenserDriver:
             self._queue.append(_Block((CD1Command(Command.RETURN_STATUS),)))
 
     async def poll_once(self) -> None:
-        "Send what is queued, then POLL and handle the answer"
+        """Send what is queued, then POLL and handle the answer
+
+        A TransportError leaves the queue as it was (the block being sent
+        is sent again by the next call) and propagates."""
         self.start()
-        self._maybe_queue_prices()
-        while self._queue:
-            await self._send_block(self._queue.pop(0))
-        await self._poll()
+        if self.answering:
+            self._maybe_queue_prices()
+            while self._queue and self.answering:
+                block = self._queue[0]
+                # on a TransportError the block stays queued
+                sent = await self._send_block(block)
+                # by identity: callbacks may have queued more, even equal
+                self._queue = [b for b in self._queue if b is not block]
+                if not sent:
+                    break  # the POLL below tells whether the pump is there
+        answered = await self._poll()
+        if answered:
+            if not self.answering:
+                logger.warning(
+                    "%s: pump answers again after %s missed polls",
+                    self.device, self.missed_polls)
+                # it may have been reset or powered off meanwhile
+                self._last_rx = None
+                self._resync = True
+            if self._resync:
+                # what a lost block was to do is redone from the status
+                self._resync = False
+                self._queue.insert(
+                    0, _Block((CD1Command(Command.RETURN_STATUS),)))
+            self.missed_polls = 0
+        else:
+            self.missed_polls += 1
+            if self.missed_polls == NOT_ANSWERING_POLLS:
+                logger.error(
+                    "%s: pump not answering (%s polls missed)",
+                    self.device, self.missed_polls)
+            else:
+                logger.debug("%s: no answer to POLL", self.device)
+        self._confirm_polled()
+        if self._sale.closing and answered:
+            self._sale.closing_polls += 1
+            if self._sale.closing_polls >= CLOSE_RETRY_POLLS:
+                logger.warning(
+                    "%s: no final filling information or totals yet: "
+                    "asked again", self.device)
+                self._close_sale()
 
     async def run(self) -> None:
         "Poll until cancelled; line errors are logged and polling goes on"
@@ -504,25 +678,50 @@ class DartDispenserDriver:
         if old is not status:
             logger.info(
                 "%s: pump %s", self.device, status.name)
+        if self._sale.closing and status not in SALE_ENDED:
+            # the end of sale that started the closing was stale (our
+            # RESET had gone out already): nothing to record
+            logger.warning(
+                "%s: pump in %s while closing a sale: stale end of sale, "
+                "not recorded", self.device, status.name)
+            self._sale = _Sale()
         if status in (PumpStatus.AUTHORIZED, PumpStatus.FILLING) and (
                 self._sale.nozzle is None):
             self._sale.nozzle = self.nozzle_out
             self._sale.unit_price = self._price_of(self.nozzle_out)
         self._update_point()
+        if self._confirming:
+            self._confirm(status)
+        if status is PumpStatus.NOT_PROGRAMMED and (
+                self._sale.nozzle is not None or self._sale.closing):
+            # a reset pump forgot the sale: nothing left to read back
+            logger.error(
+                "%s: pump reset during the sale on nozzle %s: its filling "
+                "information is lost (the totalizers keep the volume)",
+                self.device, self._sale.nozzle)
+            self._sale = _Sale()
+            self._last_running_total = None
         if status is PumpStatus.NOT_PROGRAMMED and not self._programming:
             block = self._price_block()
             if block is not None:
                 self._programming = True
-                price_failed = block.on_fail
+                price_acked, price_failed = block.on_ack, block.on_fail
+
+                def on_ack() -> None:
+                    # done: a later NOT_PROGRAMMED (a new reset) programs
+                    # the pump again
+                    self._programming = False
+                    if price_acked is not None:
+                        price_acked()
 
                 def on_fail(error: Exception) -> None:
-                    self._programming = False  # retried at next NOT_PROGRAMMED
+                    self._programming = False  # retried after a resync
                     if price_failed is not None:
                         price_failed(error)
 
                 self._queue.insert(0, _Block(
                     block.messages + (CD1Command(Command.RESET),),
-                    on_ack=block.on_ack, on_fail=on_fail))
+                    on_ack=on_ack, on_fail=on_fail))
         elif status is PumpStatus.RESET:
             self._programming = False
         elif status in SALE_ENDED and not self._sale.closing:
@@ -551,6 +750,11 @@ class DartDispenserDriver:
             'volume': message.volume, 'amount': message.amount})
 
     def _nozzle(self, message: DC3PriceNozzle) -> None:
+        if message.nozzle and message.nozzle not in self.nozzles:
+            logger.warning(
+                "%s: DC3 of nozzle %s, not configured: ignored",
+                self.device, message.nozzle)
+            return
         if message.nozzle:
             self.reported_prices[message.nozzle] = message.price
         new = message.nozzle if message.nozzle_out else None
@@ -567,10 +771,14 @@ class DartDispenserDriver:
     def _close_sale(self) -> None:
         "Ask the final filling information and the totals of all nozzles"
         self._sale.closing = True
+        self._sale.closing_polls = 0
         self._sale.final = None
         self._sale.totals.clear()
+        # the status first: if the pump is no longer in an ended sale (a
+        # stale DC1 started this), the closing is dropped before the DC2
         self._queue.append(_Block(
-            (CD1Command(Command.RETURN_FILLING_INFORMATION),)
+            (CD1Command(Command.RETURN_STATUS),
+                CD1Command(Command.RETURN_FILLING_INFORMATION))
             + tuple(CD101RequestTotals(n) for n in sorted(self.nozzles))))
 
     def _maybe_finish_sale(self) -> None:
@@ -583,30 +791,31 @@ class DartDispenserDriver:
                 f'{t.volume_total}/{t.amount_total}'
                 for _, t in sorted(sale.totals.items())),
             str(final.volume), str(final.amount)])
-        recorded = self.outbox.command_result(key)
-        if recorded is not None:
-            logger.info(
-                "%s: sale %s already recorded (event %s)", self.device,
-                key, recorded.get('event'))
+        nozzle = sale.nozzle
+        totals = sale.totals.get(nozzle) if nozzle else None
+        if nozzle is None:
+            logger.warning(
+                "%s: sale of %s on an unknown nozzle", self.device,
+                final.volume)
+        payload = {
+            'version': PAYLOAD_VERSION, 'pump_address': self.address,
+            **self._nozzle_payload(nozzle),
+            'volume': final.volume, 'amount': final.amount,
+            'unit_price': sale.unit_price,
+            'totalizer_volume': totals.volume_total if totals else None,
+            'totalizer_amount': totals.amount_total if totals else None,
+            'price_set_id': self.price_set_id}
+        # the event and its key in one transaction: never twice
+        event = self.outbox.append_once(
+            EventKind.TRANSACTION_COMPLETED, self.device,
+            dt.datetime.now(dt.UTC), payload, key=key,
+            result={'recorded': True})
+        if event is None:
+            logger.info("%s: sale %s already recorded", self.device, key)
         else:
-            nozzle = sale.nozzle
-            totals = sale.totals.get(nozzle) if nozzle else None
-            if nozzle is None:
-                logger.warning(
-                    "%s: sale of %s on an unknown nozzle", self.device,
-                    final.volume)
-            payload = {
-                **self._nozzle_payload(nozzle),
-                'volume': final.volume, 'amount': final.amount,
-                'unit_price': sale.unit_price,
-                'totalizer_volume': totals.volume_total if totals else None,
-                'totalizer_amount': totals.amount_total if totals else None,
-                'price_set_id': self.price_set_id}
-            self._event(EventKind.TRANSACTION_COMPLETED, payload)
-            self.outbox.command_done(key, {'recorded': True})
             logger.info(
-                "%s: sale on nozzle %s: %s for %s", self.device, nozzle,
-                final.volume, final.amount)
+                "%s: sale on nozzle %s: %s for %s (seq %s)", self.device,
+                nozzle, final.volume, final.amount, event.seq)
         self._sale = _Sale()
         self._last_running_total = None
         messages: tuple[Message, ...] = ()
