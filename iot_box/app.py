@@ -8,7 +8,10 @@ per line (dispensers with the same connection share it, see
 ``python -m iot_box run``):
 
 - one poll task per line; after each poll of a pump, a lifted nozzle is
-  authorised by the box when the policy says so (below);
+  authorised by the box when the policy says so (below), and an ``alarm``
+  event (code ``not_answering`` / ``answering_again``, `AlarmCode`) goes
+  to the outbox each time the pump's driver stops or starts `answering`
+  (the heartbeat then reports it ``disconnected``);
 - the uplink task: ``setup`` at start (and again after a
   ``configuration`` command) reporting one device per dispenser and
   feeding the nozzle prices to the drivers; then it drains the outbox
@@ -35,13 +38,24 @@ with the pump in RESET):
   volume limit is honoured through it); a preset volume of max_volume
   when the nozzle's price is not known;
 - policy ``prepay``: nothing until an ``authorize`` command;
-- fallback (`iot_box.fallback`): the box's own ``[fallback]`` policy;
+- fallback (`iot_box.fallback`, after ``[fallback] after`` seconds
+  without the server unless `Timing.fallback_threshold` is given): the
+  box's own ``[fallback]`` policy;
 - key refused (401/403) or no setup answer yet: nothing.
+
+An authorisation by the box that the pump does not execute (the driver's
+`CommandNotExecuted`: AUTHORIZE acknowledged and ignored) is logged with
+the device and tried again at the next polls, at most
+`AUTO_AUTHORIZE_RETRIES` times while the nozzle stays out; hanging it up
+starts over.
 
 A command id already executed is answered with its stored result
 (``command:<id>`` in the outbox's command store), never executed again,
 also across restarts; the drivers are given ``<id>:<dispenser>`` as their
-own command ids.
+own command ids.  An ``authorize`` (or any command) the pump did not
+execute or never acknowledged (`CommandNotExecuted`, `TransportError`) is
+answered ``failed`` with ``{"version": 1, "error": ...}`` and is NOT
+recorded, so that the server may send it again.
 """
 from __future__ import annotations
 
@@ -62,17 +76,13 @@ from iot_box.config import BoxConfig, Connection, DispenserConfig
 from iot_box.drivers.dispenser.dart import (
     RESPONSE_TIMEOUT,
     CommandError,
+    CommandNotExecuted,
     CommandResult,
 )
 from iot_box.drivers.dispenser.fuelling_point import FPState
 from iot_box.drivers.dispenser.line import DartLine, LineDriver
-from iot_box.events import Event, EventKind
-from iot_box.fallback import (
-    FALLBACK_THRESHOLD,
-    Fallback,
-    FallbackTotals,
-    totals_path,
-)
+from iot_box.events import EVENT_VERSION, AlarmCode, Event, EventKind
+from iot_box.fallback import Fallback, FallbackTotals, totals_path
 from iot_box.interfaces.transport import Transport, TransportError
 from iot_box.outbox import Outbox
 from iot_box.protocols.dart import PumpStatus
@@ -115,9 +125,14 @@ COMMAND_MIN_INTERVAL = 1.0
 UPLINK_BACKOFF_BASE = 1.0
 UPLINK_BACKOFF_CAP = 60.0
 HTTP_NOT_FOUND = 404
-# A task that survived a cancellation is cancelled again this soon: one
-# poll exchange at most
-CANCEL_RETRY = 0.1
+# A cancelled task ends within one poll exchange (a response timeout of
+# 0.25 s); a stop waits this long for them all, then goes on (logged)
+STOP_TIMEOUT = 2.0
+# A nozzle the box failed to authorise (the pump ACKed AUTHORIZE and
+# ignored it) is tried again this many times while it stays out: a lost
+# frame or a status race is over by then; a pump that keeps refusing needs
+# the nozzle hung up (or an attendant), not an AUTHORIZE every second
+AUTO_AUTHORIZE_RETRIES = 2
 
 T = TypeVar('T')
 
@@ -133,7 +148,8 @@ class LinkState(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class Timing:
     "Periods of the app; tests inject small ones"
-    fallback_threshold: float = FALLBACK_THRESHOLD
+    # overrides the `[fallback] after` of the configuration when given
+    fallback_threshold: float | None = None
     auth_retry: float = AUTH_RETRY
     command_poll: float = COMMAND_POLL_INTERVAL
     command_min_interval: float = COMMAND_MIN_INTERVAL
@@ -149,6 +165,12 @@ class Timing:
 
 class _CommandFailed(Exception):
     "A command the box cannot execute; the message goes in its result"
+
+
+class _NotExecuted(Exception):
+    """The pump did not execute a command (or did not acknowledge it): it is
+    answered failed but not recorded, so that the server may send it
+    again"""
 
 
 async def _in_thread(call: Callable[[], T], name: str) -> T:
@@ -283,6 +305,10 @@ class App:
         self._wake = asyncio.Event()
         self._setup_lock = asyncio.Lock()
         self._lift_authorised: dict[str, int] = {}  # device -> nozzle
+        # device -> (nozzle, failed authorisations by the box of this lift)
+        self._auto_failures: dict[str, tuple[int, int]] = {}
+        # device -> whether its pump answered at the last poll (alarms)
+        self._answering: dict[str, bool] = {}
         self._fallback_sale: set[str] = set()  # devices
         self._in_progress: set[int] = set()  # command ids
         self._command_tasks: set[asyncio.Task[None]] = set()
@@ -575,9 +601,16 @@ class App:
         try:
             stored = self.outbox.command_result(key)
             if stored is None:
-                status, result = await self._execute(command_id, kind, payload)
-                stored = self.outbox.command_done(
-                    key, {'status': status, 'result': result})
+                try:
+                    status, result = await self._execute(
+                        command_id, kind, payload)
+                except _NotExecuted as error:
+                    # answered, not recorded: a repeat is executed
+                    stored = {'status': 'failed', 'result': {
+                        'version': API_VERSION, 'error': str(error)}}
+                else:
+                    stored = self.outbox.command_done(
+                        key, {'status': status, 'result': result})
             else:
                 logger.info(
                     "command %s (%s) already executed: answered with its "
@@ -624,10 +657,16 @@ class App:
                 return 'acked', {'version': API_VERSION}
             raise _CommandFailed(
                 f"command kind {kind!r} is not supported by this box")
-        except (_CommandFailed, CommandError, TransportError) as error:
+        except (_CommandFailed, CommandError) as error:
             logger.warning("command %s (%s) failed: %s", command_id, kind,
                 error)
             return 'failed', {'version': API_VERSION, 'error': str(error)}
+        except (CommandNotExecuted, TransportError) as error:
+            # the pump ignored it or never acknowledged it
+            logger.warning(
+                "command %s (%s) not executed (not recorded: it may be sent "
+                "again): %s", command_id, kind, error)
+            raise _NotExecuted(f"not executed: {error}") from error
 
     async def _authorize(
             self, command_id: int,
@@ -640,8 +679,14 @@ class App:
                 'preset_volume'),
             preset_amount=_decimal(payload.get('preset_amount'),
                 'preset_amount'))
+        # the box does not authorise this lift too (postpay)
         self._lift_authorised[driver.device] = nozzle
-        await future
+        try:
+            await future
+        except Exception:
+            if self._lift_authorised.get(driver.device) == nozzle:
+                del self._lift_authorised[driver.device]
+            raise
         return 'acked', {
             'version': API_VERSION, 'station_number': station_number,
             'status': 'authorized'}
@@ -737,16 +782,52 @@ class App:
         return {'preset_amount': amount}
 
     def _after_poll(self, driver: LineDriver) -> None:
+        "After each poll: alarms on answering changes, authorisation"
+        self._watch_answering(driver)
+        self._auto_authorize(driver)
+
+    def _watch_answering(self, driver: LineDriver) -> None:
+        "One alarm event each time the pump stops or starts answering"
+        device = driver.device
+        answering = driver.answering
+        if self._answering.get(device, True) == answering:
+            self._answering[device] = answering
+            return
+        self._answering[device] = answering
+        if answering:
+            code = AlarmCode.ANSWERING_AGAIN
+            message = (
+                f"pump {device} ({driver.address:#04x}) answers its polls "
+                "again")
+        else:
+            code = AlarmCode.NOT_ANSWERING
+            message = (
+                f"pump {device} ({driver.address:#04x}) does not answer: "
+                f"{driver.missed_polls} polls in a row without answer")
+        # through the drivers' outbox (the tap): the uplink is woken
+        event = driver.outbox.append(
+            EventKind.ALARM, device, dt.datetime.now(dt.UTC), {
+                'version': EVENT_VERSION, 'pump_address': driver.address,
+                'code': str(code), 'message': message})
+        logger.info("%s: alarm %s (seq %s)", device, code, event.seq)
+
+    def _auto_authorize(self, driver: LineDriver) -> None:
         "Authorise a lifted nozzle if the policy says so"
         device = driver.device
         nozzle = driver.nozzle_out
         if nozzle is None:
             self._lift_authorised.pop(device, None)
+            self._auto_failures.pop(device, None)
             return
         if self._lift_authorised.get(device) == nozzle or (
                 driver.point.state is not FPState.CALLING
                 or driver.pump_status is not PumpStatus.RESET):
             return
+        failed_nozzle, failures = self._auto_failures.get(device, (nozzle, 0))
+        if failed_nozzle != nozzle:
+            failures = 0  # another nozzle was lifted since
+        if failures > AUTO_AUTHORIZE_RETRIES:
+            return  # given up until the nozzle is hung up
         limits = self._auto_limits()
         if limits is None:
             return
@@ -761,7 +842,8 @@ class App:
                 nozzle, error)
             return
         logger.info(
-            "%s: nozzle %s authorised by the box%s (%s)", device, nozzle,
+            "%s: nozzle %s being authorised by the box%s (%s)", device,
+            nozzle,
             ' in fallback' if in_fallback else '', preset)
         if in_fallback:
             self._fallback_sale.add(device)
@@ -769,11 +851,31 @@ class App:
             self._fallback_sale.discard(device)
 
         def done(future: asyncio.Future[CommandResult]) -> None:
-            if future.cancelled() or future.exception() is not None:
-                # not authorised: try again at the next poll
-                if self._lift_authorised.get(device) == nozzle:
-                    del self._lift_authorised[device]
-                self._fallback_sale.discard(device)
+            if future.cancelled():
+                error: BaseException | None = None
+            else:
+                error = future.exception()
+                if error is None:
+                    self._auto_failures.pop(device, None)
+                    return
+            # not authorised: try again at the next poll, a few times
+            if self._lift_authorised.get(device) == nozzle:
+                del self._lift_authorised[device]
+            self._fallback_sale.discard(device)
+            if error is None or driver.nozzle_out != nozzle:
+                return  # a stop, or hung up since: nothing to count
+            count = failures + 1
+            self._auto_failures[device] = (nozzle, count)
+            if count > AUTO_AUTHORIZE_RETRIES:
+                logger.error(
+                    "%s: nozzle %s not authorised by the box after %s "
+                    "attempts, not tried again until it is hung up: %s",
+                    device, nozzle, count, error)
+            else:
+                logger.warning(
+                    "%s: nozzle %s not authorised by the box (attempt %s "
+                    "of %s), tried again: %s", device, nozzle, count,
+                    AUTO_AUTHORIZE_RETRIES + 1, error)
 
         future.add_done_callback(done)
 
@@ -881,18 +983,25 @@ class App:
 
 
 async def _cancel_all(tasks: Iterable[asyncio.Task[Any]]) -> None:
-    """Cancel tasks and wait for their end
+    """Cancel tasks and wait for their end, at most `STOP_TIMEOUT`
 
-    Cancelled again until they end: on Python 3.11 asyncio.wait_for (used
-    by the transports) swallows a cancellation that arrives as its inner
-    future completes, and the task would go on polling."""
+    Once is enough: nothing in the box awaits through asyncio.wait_for,
+    which on Python 3.11 can lose a cancellation (asyncio.timeout is used
+    instead).  A task still running after the wait is logged, not waited
+    for: the stop goes on and closes what the tasks used."""
     tasks = list(tasks)
-    pending = set(tasks)
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=CANCEL_RETRY)
     for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
+    for task in pending:
+        logger.error(
+            "task %s still running %.1f s after its cancellation",
+            task.get_name(), STOP_TIMEOUT)
+    for task in tasks:
+        if task in pending:
+            continue
         if not task.cancelled() and task.exception() is not None:
             logger.debug("task %s ended with %r", task.get_name(),
                 task.exception())

@@ -28,6 +28,7 @@ Example::
     [fallback]
     max_amount = 150.00
     max_volume = 100.000
+    after = 60  # optional: seconds without the server before fallback
 
     [[dispensers]]
     name = "pump-1"
@@ -54,6 +55,7 @@ from typing import Any, TypeVar
 from iot_box.protocols.dart import MAX_ADDRESS, MAX_NOZZLE, MIN_ADDRESS
 
 __all__ = [
+    'DEFAULT_FALLBACK_AFTER',
     'BoxConfig',
     'ConfigError',
     'Connection',
@@ -83,6 +85,10 @@ DEFAULT_BAUDRATE = 9600
 # milliseconds at 9600 baud; 0.1 s keeps authorisation latency low without
 # saturating the line
 DEFAULT_POLL_INTERVAL = 0.1
+# A server unreachable for a minute is down, not slow: the request timeout
+# (10 s) and a few backoff retries fit in it, and a customer waiting at a
+# lifted nozzle for longer would leave.  `[fallback] after` overrides it.
+DEFAULT_FALLBACK_AFTER = 60.0
 # Rates that RS-485 serial servers and USB adapters commonly support
 BAUDRATES = frozenset({
         1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200})
@@ -200,6 +206,8 @@ class FallbackPolicy:
     max_amount: Decimal
     max_volume: Decimal
     mode: FallbackMode = FallbackMode.ATTENDED_POSTPAY
+    # seconds without an answer of the server before fallback mode
+    after: float = DEFAULT_FALLBACK_AFTER
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,7 +407,7 @@ _DISPENSER_KEYS = frozenset({
         'name', 'protocol', 'connection', 'serial_port', 'baudrate',
         'parity', 'host', 'port', 'address', 'poll_interval', 'nozzles'})
 _NOZZLE_KEYS = frozenset({'number', 'station_number'})
-_FALLBACK_KEYS = frozenset({'mode', 'max_amount', 'max_volume'})
+_FALLBACK_KEYS = frozenset({'mode', 'max_amount', 'max_volume', 'after'})
 
 
 def _box(data: Any, base: Path) -> BoxConfig:
@@ -551,8 +559,9 @@ def _fallback(table: _Table) -> FallbackPolicy:
     mode = table.choice('mode', FallbackMode, FallbackMode.ATTENDED_POSTPAY)
     max_amount = table.decimal('max_amount')
     max_volume = table.decimal('max_volume')
+    after = table.seconds('after', DEFAULT_FALLBACK_AFTER)
     return FallbackPolicy(
-        mode=mode, max_amount=max_amount, max_volume=max_volume)
+        mode=mode, max_amount=max_amount, max_volume=max_volume, after=after)
 
 
 def _check_dispensers(dispensers: tuple[DispenserConfig, ...]) -> None:

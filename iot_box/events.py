@@ -24,6 +24,7 @@ from typing import Any
 
 __all__ = [
     'EVENT_VERSION',
+    'AlarmCode',
     'Event',
     'EventError',
     'EventKind',
@@ -50,6 +51,12 @@ class EventKind(enum.StrEnum):
     TOTALIZERS = 'totalizers'
     ALARM = 'alarm'
     PLATE_READ = 'plate_read'
+
+
+class AlarmCode(enum.StrEnum):
+    "The `code` of the alarm events the box raises itself (not the pump's)"
+    NOT_ANSWERING = 'not_answering'  # a pump stopped answering its polls
+    ANSWERING_AGAIN = 'answering_again'  # and answers again
 
 
 def _is_aware(value: dt.datetime) -> bool:

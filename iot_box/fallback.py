@@ -4,7 +4,8 @@
 
 `Fallback` follows the link: `link_failed()` on each UplinkUnavailable,
 `link_ok()` on each answer.  Once the server has been unreachable for
-`threshold` seconds in a row (`FALLBACK_THRESHOLD`), `active` is true and
+`threshold` seconds in a row (the policy's `after`, ``[fallback] after``
+in box.toml, `FALLBACK_THRESHOLD` by default), `active` is true and
 the app applies the box's LOCAL policy (``[fallback]`` in box.toml):
 ``attended_postpay`` authorises lifted nozzles within its limits (the
 attendant takes the payment), ``disabled`` authorises nothing.  The first
@@ -32,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from iot_box.config import FallbackMode, FallbackPolicy
+from iot_box.config import DEFAULT_FALLBACK_AFTER, FallbackMode, FallbackPolicy
 
 __all__ = [
     'FALLBACK_THRESHOLD',
@@ -44,10 +45,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# A server unreachable for a minute is down, not slow: the request timeout
-# (10 s) and a few backoff retries fit in it, and a customer waiting at a
-# lifted nozzle for longer would leave
-FALLBACK_THRESHOLD = 60.0
+# The default of `FallbackPolicy.after` (why that value: in config.py)
+FALLBACK_THRESHOLD = DEFAULT_FALLBACK_AFTER
 # As the outbox: the status command may read while the box writes
 BUSY_TIMEOUT_MS = 5000
 
@@ -187,11 +186,12 @@ class Fallback:
 
     def __init__(
             self, policy: FallbackPolicy, totals: FallbackTotals, *,
-            threshold: float = FALLBACK_THRESHOLD,
+            threshold: float | None = None,
             clock: Callable[[], float] = time.monotonic) -> None:
+        "threshold: seconds before fallback; None: the policy's `after`"
         self.policy = policy
         self.totals = totals
-        self.threshold = threshold
+        self.threshold = policy.after if threshold is None else threshold
         self._clock = clock
         self.unreachable_since: float | None = None
         self._active = False
@@ -246,6 +246,7 @@ class Fallback:
             'mode': str(self.policy.mode),
             'max_amount': str(self.policy.max_amount),
             'max_volume': str(self.policy.max_volume),
+            'after': self.threshold,
             'since': self.entered_at.isoformat() if self.entered_at else None,
             'entries': self.totals.counter('entries'),
             'exits': self.totals.counter('exits'),

@@ -153,8 +153,8 @@ class StatusServer:
             writer: asyncio.StreamWriter) -> None:
         try:
             try:
-                head = await asyncio.wait_for(
-                    reader.readuntil(b'\r\n\r\n'), REQUEST_TIMEOUT)
+                async with asyncio.timeout(REQUEST_TIMEOUT):
+                    head = await reader.readuntil(b'\r\n\r\n')
             except (asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                     TimeoutError, ConnectionError):
                 return

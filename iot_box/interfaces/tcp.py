@@ -62,9 +62,11 @@ class TcpTransport(BaseTransport):
 
     async def _connect(self) -> None:
         self._last_attempt = time.monotonic()
-        self._reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port),
-            self.connect_timeout)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose
+        # a cancellation that arrives as its awaitable completes
+        async with asyncio.timeout(self.connect_timeout):
+            self._reader, self._writer = await asyncio.open_connection(
+                self.host, self.port)
         self._lost = False
         logger.info(
             "%s: connected from %s", self.name,
@@ -113,8 +115,9 @@ class TcpTransport(BaseTransport):
         assert self._reader is not None
         try:
             # cancelling a pending read loses nothing: bytes stay buffered
-            data = await asyncio.wait_for(
-                self._reader.read(READ_SIZE), timeout)
+            # (asyncio.timeout, not wait_for: see _connect)
+            async with asyncio.timeout(timeout):
+                data = await self._reader.read(READ_SIZE)
         except TimeoutError:
             return b''
         except ConnectionError as error:

@@ -92,8 +92,12 @@ class UdpTransport(BaseTransport):
         assert protocol is not None
         if not protocol.datagrams and protocol.error is None:
             protocol.arrived.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for
+            # returns the result of a wait that ends as the caller is
+            # cancelled, and the cancellation is lost
             try:
-                await asyncio.wait_for(protocol.arrived.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await protocol.arrived.wait()
             except TimeoutError:
                 return b''
         if protocol.error is not None:

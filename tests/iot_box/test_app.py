@@ -26,7 +26,7 @@ import pytest
 from test_uplink import DATABASE, KEY, FakeServer
 
 from iot_box.__main__ import main
-from iot_box.app import App, LinkState, Timing
+from iot_box.app import AUTO_AUTHORIZE_RETRIES, App, LinkState, Timing
 from iot_box.config import (
     BoxConfig,
     Connection,
@@ -38,9 +38,15 @@ from iot_box.config import (
     Secret,
     ServerConfig,
 )
-from iot_box.events import EventKind
-from iot_box.protocols.dart import PumpStatus
-from iot_box.simulators.dart_pump import PumpServer, SimulatedPump, demo_pumps
+from iot_box.drivers.dispenser.dart import CONFIRM_POLLS
+from iot_box.events import AlarmCode, EventKind
+from iot_box.protocols.dart import Command, PumpStatus
+from iot_box.simulators.dart_pump import (
+    Faults,
+    PumpServer,
+    SimulatedPump,
+    demo_pumps,
+)
 
 D = Decimal
 # Setup prices per station number: pump-1 nozzles 1, 2; pump-2 nozzles 3, 4
@@ -66,7 +72,8 @@ def nozzles_answer() -> list[dict[str, Any]]:
 
 def box_config(
         tmp_path: pathlib.Path, url: str, port: int,
-        mode: FallbackMode = FallbackMode.ATTENDED_POSTPAY) -> BoxConfig:
+        mode: FallbackMode = FallbackMode.ATTENDED_POSTPAY,
+        after: float = 60.0) -> BoxConfig:
     key = tmp_path / 'box.key'
     key.write_text(KEY)
     key.chmod(0o600)
@@ -86,7 +93,7 @@ def box_config(
         status_listen=ListenAddress('127.0.0.1', 0),
         dispensers=(
             dispenser('pump-1', 0x50, 1), dispenser('pump-2', 0x51, 3)),
-        fallback=FallbackPolicy(D('150.00'), D('100.000'), mode))
+        fallback=FallbackPolicy(D('150.00'), D('100.000'), mode, after))
 
 
 async def until(
@@ -123,6 +130,12 @@ class Station:
         with self.server.changed:
             return [a for a in self.server.acks if a['id'] == command_id]
 
+    def alarms(self) -> list[dict[str, Any]]:
+        with self.server.changed:
+            return [
+                e for e in self.server.events
+                if e['kind'] == EventKind.ALARM]
+
     async def sale(
             self, pump: SimulatedPump, nozzle: int, ticks: int,
             authorised: bool = True) -> None:
@@ -149,13 +162,15 @@ async def station(
         tmp_path: pathlib.Path, server: FakeServer, *,
         timing: Timing = TIMING,
         mode: FallbackMode = FallbackMode.ATTENDED_POSTPAY,
+        after: float = 60.0,
         pumps: list[SimulatedPump] | None = None,
         programmed: bool = True) -> AsyncIterator[Station]:
     pumps = pumps if pumps is not None else demo_pumps(2, 2)
     async with PumpServer(pumps) as line:
         _, port = await line.start_udp()
         app = App(
-            box_config(tmp_path, server.url, port, mode), timing=timing)
+            box_config(tmp_path, server.url, port, mode, after),
+            timing=timing)
         task = asyncio.create_task(app.run())
         try:
             st = Station(app, task, pumps, server)
@@ -307,16 +322,18 @@ def test_price_change_between_sales_acked_per_nozzle(
     run(main())
 
 
+def resend(server: FakeServer, command_id: int) -> None:
+    "The server gives a command again (an operator sent it again)"
+    with server.changed:
+        server.command_state[command_id] = 'pending'
+        server.changed.notify_all()
+
+
 def test_repeated_command_not_executed_twice(
         tmp_path: pathlib.Path, server: FakeServer,
         caplog: pytest.LogCaptureFixture) -> None:
     server.policy = {**POLICY, 'authorization': 'prepay'}
     caplog.set_level(logging.INFO, logger='iot_box.app')
-
-    def resend(command_id: int) -> None:
-        with server.changed:
-            server.command_state[command_id] = 'pending'
-            server.changed.notify_all()
 
     async def main() -> None:
         async with station(tmp_path, server) as st:
@@ -330,7 +347,7 @@ def test_repeated_command_not_executed_twice(
             server.add_command(21, 'stop', {'version': 1, 'station_number': 3})
             await st.until(lambda: st.acks(21))
             await st.until(lambda: pump.status is PumpStatus.RESET)
-            resend(20)
+            resend(server, 20)
             await st.until(lambda: len(st.acks(20)) == 2)
             await asyncio.sleep(0.2)
             assert pump.status is PumpStatus.RESET  # not authorised again
@@ -339,12 +356,81 @@ def test_repeated_command_not_executed_twice(
         # across a restart too
         async with station(
                 tmp_path, server, pumps=st.pumps, programmed=False) as st:
-            resend(20)
+            resend(server, 20)
             await st.until(lambda: len(st.acks(20)) == 3)
             await asyncio.sleep(0.2)
             assert st.pumps[1].status is PumpStatus.RESET
             assert st.acks(20)[2] == st.acks(20)[0]
         assert 'command 20 (authorize) already executed' in caplog.text
+
+    run(main())
+
+
+def test_authorize_ignored_by_the_pump_failed_and_not_recorded(
+        tmp_path: pathlib.Path, server: FakeServer) -> None:
+    server.policy = {**POLICY, 'authorization': 'prepay'}
+
+    async def main() -> None:
+        async with station(tmp_path, server) as st:
+            pump = st.pumps[1]
+            pump.faults = Faults(ignore=frozenset({Command.AUTHORIZE}))
+            pump.lift(1)
+            server.add_command(50, 'authorize', {
+                    'version': 1, 'station_number': 3,
+                    'preset_amount': '10.00', 'preset_volume': None})
+            await st.until(lambda: st.acks(50))
+            ack, = st.acks(50)
+            assert ack['status'] == 'failed'
+            assert set(ack['result']) == {'version', 'error'}
+            assert ack['result']['version'] == 1
+            error = ack['result']['error']
+            assert 'not executed' in error and 'pump-2' in error
+            assert f'within {CONFIRM_POLLS} polls' in error
+            assert pump.status is PumpStatus.RESET
+            # not recorded: sent again, it is executed again
+            assert st.app.outbox.command_result('command:50') is None
+            pump.faults = None
+            resend(server, 50)
+            await st.until(lambda: len(st.acks(50)) == 2)
+            assert st.acks(50)[1]['status'] == 'acked'
+            assert pump.status is PumpStatus.AUTHORIZED
+            assert st.app.outbox.command_result('command:50') is not None
+
+    run(main())
+
+
+def test_postpay_authorisation_ignored_is_retried_a_few_times(
+        tmp_path: pathlib.Path, server: FakeServer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger='iot_box.app')
+
+    def failures() -> list[logging.LogRecord]:
+        return [
+            r for r in caplog.records if r.name == 'iot_box.app'
+            and 'not authorised by the box' in r.getMessage()]
+
+    async def main() -> None:
+        async with station(tmp_path, server) as st:
+            pump = st.pumps[0]
+            pump.faults = Faults(ignore=frozenset({Command.AUTHORIZE}))
+            pump.lift(2)
+            attempts = AUTO_AUTHORIZE_RETRIES + 1
+            await st.until(lambda: len(failures()) == attempts)
+            await asyncio.sleep(0.3)  # many polls: no more attempts
+            assert len(failures()) == attempts
+            *retried, given_up = failures()
+            assert all(r.levelno == logging.WARNING for r in retried)
+            assert given_up.levelno == logging.ERROR
+            assert given_up.getMessage().startswith('pump-1: nozzle 2 ')
+            assert 'hung up' in given_up.getMessage()
+            assert pump.status is PumpStatus.RESET
+            # hung up and lifted again: tried again, and authorised now
+            pump.faults = None
+            pump.hang()
+            await asyncio.sleep(0.1)
+            pump.lift(2)
+            await st.until(lambda: pump.status is PumpStatus.AUTHORIZED)
+            assert len(failures()) == attempts
 
     run(main())
 
@@ -412,14 +498,57 @@ def test_fallback_sale_then_replay(
 
 def test_fallback_disabled_authorises_nothing(
         tmp_path: pathlib.Path, server: FakeServer) -> None:
+    # no threshold in Timing: the configuration's `[fallback] after`
+    timing = dataclasses.replace(TIMING, fallback_threshold=None)
+
     async def main() -> None:
         async with station(
-                tmp_path, server, mode=FallbackMode.DISABLED) as st:
+                tmp_path, server, mode=FallbackMode.DISABLED, after=0.4,
+                timing=timing) as st:
+            assert st.app.fallback.threshold == 0.4
             server.mode = 'down'
             await st.until(lambda: st.app.link is LinkState.FALLBACK)
             st.pumps[0].lift(1)
             await asyncio.sleep(0.3)
             assert st.pumps[0].status is PumpStatus.RESET
+
+    run(main())
+
+
+# --- a pump that stops answering ---------------------------------------------
+
+def test_silent_pump_raises_one_alarm_each_way(
+        tmp_path: pathlib.Path, server: FakeServer) -> None:
+    # a short response timeout: three missed polls in 0.3 s
+    timing = dataclasses.replace(TIMING, response_timeout=0.1)
+
+    def statuses() -> list[str]:
+        with server.changed:
+            return [
+                d['status'] for beat in server.heartbeats
+                for d in beat['devices'] if d['identifier'] == 'pump-1']
+
+    async def main() -> None:
+        async with station(tmp_path, server, timing=timing) as st:
+            assert not st.alarms()
+            st.pumps[0].silence(1.5)
+            await st.until(lambda: st.alarms())
+            await st.until(lambda: 'disconnected' in statuses())
+            assert st.app.status()['dispensers'][0]['status'] == (
+                'disconnected')
+            assert st.app.status()['dispensers'][1]['status'] == 'connected'
+            await st.until(lambda: len(st.alarms()) == 2)
+            await st.until(lambda: statuses()[-1] == 'connected')
+            await asyncio.sleep(0.3)  # no more alarms
+            silent, again = st.alarms()
+            assert (silent['device'], again['device']) == ('pump-1', 'pump-1')
+            assert silent['payload']['code'] == AlarmCode.NOT_ANSWERING
+            assert again['payload']['code'] == AlarmCode.ANSWERING_AGAIN
+            assert 'does not answer' in silent['payload']['message']
+            assert 'pump-1' in silent['payload']['message']
+            assert silent['payload']['version'] == 1
+            assert silent['seq'] < again['seq']
+            assert len(st.alarms()) == 2
 
     run(main())
 

@@ -11,7 +11,9 @@ from decimal import Decimal
 
 import pytest
 
+import iot_box.config
 from iot_box.config import (
+    DEFAULT_FALLBACK_AFTER,
     BoxConfig,
     ConfigError,
     Connection,
@@ -66,6 +68,8 @@ def test_fixture_loads(box_dir: pathlib.Path) -> None:
     assert config.fallback.max_amount == Decimal('150.00')
     assert str(config.fallback.max_amount) == '150.00'
     assert str(config.fallback.max_volume) == '100.000'
+    # the fixture gives no `after`: the default
+    assert config.fallback.after == DEFAULT_FALLBACK_AFTER == 60.0
 
     serial, udp = config.dispensers
     assert serial.name == 'pump-1'
@@ -159,6 +163,18 @@ INVALID = [
     ('max_volume = "100.000"\n', '', r'fallback\.max_volume: missing'),
     ('max_volume = "100.000"', 'max_volume = true',
         r'fallback\.max_volume'),
+    ('max_volume = "100.000"', 'max_volume = "100.000"\nafter = 0',
+        r'fallback\.after: must be a positive number of seconds'),
+    ('max_volume = "100.000"', 'max_volume = "100.000"\nafter = -30',
+        r'fallback\.after: must be a positive'),
+    ('max_volume = "100.000"', 'max_volume = "100.000"\nafter = "60"',
+        r'fallback\.after: must be a positive'),
+    ('max_volume = "100.000"', 'max_volume = "100.000"\nafter = true',
+        r'fallback\.after: must be a positive'),
+    ('max_volume = "100.000"', 'max_volume = "100.000"\nafter = inf',
+        r'fallback\.after: must be a positive'),
+    ('max_volume = "100.000"', 'max_volume = "100.000"\nafterr = 60',
+        r'fallback\.afterr: unknown key'),
     ('address = 0x50', 'address = 0x70',
         r'dispensers\[0\]\.address: 112 is out of range 80-111'),
     ('address = 0x50', 'address = true', r'dispensers\[0\]\.address'),
@@ -243,6 +259,30 @@ def test_fixture_is_valid_toml() -> None:
     with FIXTURE.open('rb') as file:
         assert tomllib.load(file)['station_code'] == 'ST001'
     assert not os.access(FIXTURE.parent / 'box.key', os.F_OK)
+
+
+@pytest.mark.parametrize(('text', 'seconds'), [
+    ('after = 90', 90.0), ('after = 2.5', 2.5), ('after = 1e3', 1000.0)])
+def test_fallback_after(
+        box_dir: pathlib.Path, text: str, seconds: float) -> None:
+    path = edit(
+        box_dir, 'max_volume = "100.000"', f'max_volume = "100.000"\n{text}')
+    fallback = load_config(path).fallback
+    assert fallback.after == seconds
+    assert isinstance(fallback.after, float)
+
+
+def test_docstring_example_loads(tmp_path: pathlib.Path) -> None:
+    "The module docstring's example loads, `[fallback] after` included"
+    doc = iot_box.config.__doc__ or ''
+    example = doc.split('Example::', 1)[1]
+    text = '\n'.join(line[4:] for line in example.splitlines())
+    assert 'after = 60' in text
+    (tmp_path / 'box.toml').write_text(text)
+    (tmp_path / 'box.key').write_text(KEY)
+    (tmp_path / 'box.key').chmod(0o600)
+    config = load_config(tmp_path / 'box.toml')
+    assert config.fallback.after == 60.0
 
 
 def test_database_read(box_dir: pathlib.Path) -> None:

@@ -123,6 +123,37 @@ def run(coroutine) -> None:
     asyncio.run(asyncio.wait_for(coroutine, TEST_TIMEOUT))
 
 
+# Loop iterations between an arrival and a cancellation tried by
+# `cancel_as_data_arrives`: an arrival reaches the receiving task in about
+# four (selector, the wait's future, its task, the caller)
+ARRIVAL_STEPS = 10
+
+
+async def cancel_as_data_arrives(line: Transport, push) -> None:
+    """A receive cancelled at each loop iteration around an arrival is
+    cancelled (not turned into a result, as asyncio.wait_for does on
+    Python 3.11), and the bytes are kept for the next receive"""
+    cancelled = 0
+    for steps in range(ARRIVAL_STEPS):
+        receive = asyncio.create_task(line.receive(REPLY_TIMEOUT))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert not receive.done()
+        data = bytes([0x40 + steps])
+        push(data)
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        if receive.done():
+            assert receive.result() == data
+            continue
+        receive.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await receive
+        cancelled += 1
+        assert await line.receive(REPLY_TIMEOUT) == data
+    assert cancelled  # the early steps at least
+
+
 # --- UDP -------------------------------------------------------------------
 
 def test_udp_sale_with_the_simulator():
@@ -172,7 +203,39 @@ def test_udp_unreachable_gateway_is_reported():
     run(main())
 
 
+def test_udp_cancellation_as_a_datagram_arrives_is_not_lost():
+    async def main():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gateway:
+            gateway.bind(('127.0.0.1', 0))
+            gateway.settimeout(REPLY_TIMEOUT)
+            async with UdpTransport(*gateway.getsockname()) as line:
+                await line.send(b'\x00')
+                _, box = gateway.recvfrom(16)
+                await cancel_as_data_arrives(
+                    line, lambda data: gateway.sendto(data, box))
+    run(main())
+
+
 # --- TCP -------------------------------------------------------------------
+
+def test_tcp_cancellation_as_bytes_arrive_is_not_lost():
+    async def main():
+        connected: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
+
+        async def accept(_, writer: asyncio.StreamWriter) -> None:
+            await connected.put(writer)
+
+        gateway = await asyncio.start_server(accept, '127.0.0.1', 0)
+        async with gateway:
+            host, port = gateway.sockets[0].getsockname()[:2]
+            async with TcpTransport(host, port) as line:
+                writer = await connected.get()
+                try:
+                    await cancel_as_data_arrives(line, writer.write)
+                finally:
+                    writer.close()
+    run(main())
+
 
 def test_tcp_sale_with_the_simulator():
     async def main():

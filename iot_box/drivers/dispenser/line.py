@@ -15,8 +15,9 @@ A line error (`TransportError`) marks the driver being polled 'error'
 and, when the transport reports itself closed, the line reopens it after
 `reopen_delay` (TCP has no reconnection of its own).  Each driver's
 status for the server's heartbeat is `connected` while its pump answers,
-`disconnected` after `DISCONNECTED_AFTER` polls in a row without answer,
-and `error` after a line error (until its pump answers again).
+`disconnected` before its first answer and while it is not answering (the
+driver's `answering`: `NOT_ANSWERING_POLLS` polls in a row without
+answer), and `error` after a line error (until its pump answers again).
 
 `after_poll(driver)` is called after each poll of a driver: the app uses
 it to authorise a lifted nozzle on the same cycle.
@@ -29,17 +30,13 @@ import logging
 from collections.abc import Callable, Sequence
 
 from iot_box.interfaces.transport import Transport, TransportError
-from iot_box.protocols.dart import CD1Command, Command
 
-from .dart import DartDispenserDriver, _Block
+from .dart import DartDispenserDriver
 
 __all__ = ['DartLine', 'DeviceStatus', 'LineDriver']
 
 logger = logging.getLogger(__name__)
 
-# Three polls in a row without answer (0.75 s at the driver's response
-# timeout) tells a pump that is off or unplugged from one lost frame
-DISCONNECTED_AFTER = 3
 # A closed transport (TCP gateway restarted, USB adapter pulled) is
 # reopened after this long: soon enough for a sale, slow enough not to
 # flood the log
@@ -54,24 +51,15 @@ class DeviceStatus(enum.StrEnum):
 
 
 class LineDriver(DartDispenserDriver):
-    """The DART driver, plus what the line needs of it
+    "The DART driver, plus its status for the heartbeat (`link_error`)"
 
-    `request_status()` asks the pump its status again, so that a pump
-    still NOT_PROGRAMMED is programmed once the prices are known (the
-    driver programs it when DC1 says NOT_PROGRAMMED, which the pump reports
-    once).  Should move into DartDispenserDriver as a public method."""
-
-    link_error: bool = False
-
-    def request_status(self) -> None:
-        self._queue.append(_Block((CD1Command(Command.RETURN_STATUS),)))
+    link_error: bool = False  # set and cleared by DartLine
 
     @property
     def status(self) -> DeviceStatus:
         if self.link_error:
             return DeviceStatus.ERROR
-        if self.pump_status is None or (
-                self.missed_polls >= DISCONNECTED_AFTER):
+        if self.pump_status is None or not self.answering:
             return DeviceStatus.DISCONNECTED
         return DeviceStatus.CONNECTED
 
