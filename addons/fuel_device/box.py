@@ -139,10 +139,13 @@ class Box(CompanyFromStationMixin, Workflow, ModelSQL, ModelView):
     @classmethod
     def seen(cls, boxes, version=None):
         "Record that the boxes called the server now"
+        pool = Pool()
+        Alarm = pool.get('fuel.device.alarm')
         values = {'last_seen': dt.datetime.now()}
         if version is not None:
             values['version'] = version
         cls.write(boxes, values)
+        Alarm.clear_heard(boxes=boxes)
 
     @classmethod
     @ModelView.button
@@ -252,9 +255,13 @@ class Device(ModelSQL, ModelView):
 
         The devices the box did not report are disconnected. The link to
         a dispenser is the operator's and is kept."""
+        pool = Pool()
+        Alarm = pool.get('fuel.device.alarm')
+        Log = pool.get('fuel.device.status.log')
         now = dt.datetime.now()
         kinds = dict(DEVICE_KINDS)
         existing = {d.identifier: d for d in box.devices}
+        previous = {d.id: d.status for d in box.devices}
         reported = []
         for item in items:
             if not isinstance(item, dict):
@@ -284,7 +291,54 @@ class Device(ModelSQL, ModelView):
             reported.append(device)
         for device in existing.values():
             device.status = 'disconnected'
-        cls.save(reported + list(existing.values()))
+        devices = reported + list(existing.values())
+        cls.save(devices)
+        Log.record(devices, previous)
+        Alarm.heard(devices)
+
+    @classmethod
+    def heartbeat(cls, box, items):
+        """Record the status of the devices the box reports
+
+        A device reported connected or in error is seen now; the alarms of
+        the devices heard again are cleared, a device in error gets one."""
+        pool = Pool()
+        Alarm = pool.get('fuel.device.alarm')
+        Log = pool.get('fuel.device.status.log')
+        now = dt.datetime.now()
+        existing = {
+            d.identifier: d for d in cls.search([('box', '=', box.id)])}
+        previous = {d.id: d.status for d in existing.values()}
+        statuses = {s for s, _ in cls.status.selection}
+        devices = {}
+        for item in items:
+            if not isinstance(item, dict):
+                raise PayloadError(gettext(
+                        'fuel_device.msg_value_invalid',
+                        field='device', value=str(item)))
+            identifier = item.get('identifier')
+            status = item.get('status')
+            if not isinstance(identifier, str) or not identifier.strip():
+                raise PayloadError(gettext(
+                        'fuel_device.msg_value_missing', field='identifier'))
+            device = existing.get(identifier.strip())
+            if device is None:
+                raise PayloadError(gettext(
+                        'fuel_device.msg_device_unknown',
+                        device=identifier, box=box.identifier))
+            if status not in statuses:
+                raise PayloadError(gettext(
+                        'fuel_device.msg_value_invalid',
+                        field='status', value=str(status)))
+            device.status = status
+            if status != 'disconnected':
+                device.last_seen = now
+            devices[device.id] = device
+        devices = list(devices.values())
+        cls.save(devices)
+        Log.record(devices, previous)
+        Alarm.heard(devices)
+        return devices
 
     @classmethod
     def search_rec_name(cls, name, clause):

@@ -4,8 +4,10 @@ import datetime as dt
 
 from trytond.i18n import gettext
 from trytond.model import Index, ModelSQL, ModelView, Workflow, fields
+from trytond.pool import Pool
 from trytond.pyson import Eval
 
+from . import wakeup
 from .event import dumps, loads
 
 COMMAND_KINDS = [
@@ -92,6 +94,22 @@ class Command(Workflow, ModelSQL, ModelView):
         "Return a new pending command for box with payload as JSON"
         return cls(box=box, kind=kind, payload=dumps(payload))
 
+    @classmethod
+    def on_modification(cls, mode, commands, field_names=None):
+        super().on_modification(mode, commands, field_names=field_names)
+        if mode == 'create':
+            # the boxes waiting for a command are woken at commit
+            wakeup.notify([
+                    c.box.id for c in commands if c.state == 'pending'])
+
+    @classmethod
+    def pending_count(cls, box):
+        "The number of commands the box has not fetched yet"
+        return cls.search([
+                ('box', '=', box.id),
+                ('state', '=', 'pending'),
+                ], count=True)
+
     def to_json(self):
         return {
             'id': self.id,
@@ -111,6 +129,7 @@ class Command(Workflow, ModelSQL, ModelView):
                 'done_date': dt.datetime.now(),
                 'result': result,
                 })
+        cls.process_results(commands)
 
     @classmethod
     @Workflow.transition('failed')
@@ -119,6 +138,41 @@ class Command(Workflow, ModelSQL, ModelView):
                 'done_date': dt.datetime.now(),
                 'result': result,
                 })
+        cls.process_results(commands)
+
+    @classmethod
+    def process_results(cls, commands):
+        """Record what the answers of the boxes tell: the prices each
+        nozzle holds after a price change, applied even when other nozzles
+        of the command failed"""
+        pool = Pool()
+        Price = pool.get('fuel.station.price')
+        Nozzle = pool.get('fuel.station.nozzle')
+        for command in commands:
+            if command.kind != 'price_change':
+                continue
+            payload = loads(command.payload or '{}')
+            result = loads(command.result or 'null')
+            if not isinstance(payload, dict) or not isinstance(result, dict):
+                continue
+            prices = Price.search([
+                    ('id', '=', payload.get('price')),
+                    ('company', '=', command.box.station.company.id),
+                    ]) if type(payload.get('price')) is int else []
+            items = result.get('nozzles')
+            if not prices or not isinstance(items, list):
+                continue
+            price, = prices
+            # only the nozzles the command priced
+            numbers = {
+                n.get('station_number') for n in payload.get('nozzles', [])
+                if isinstance(n, dict)}
+            Nozzle.hold_prices(
+                command.box.station, price,
+                [i for i in items
+                    if isinstance(i, dict)
+                    and i.get('station_number') in numbers],
+                date=command.done_date)
 
     @classmethod
     def fetch(cls, box):

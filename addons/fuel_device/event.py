@@ -181,7 +181,18 @@ class Event(ModelSQL, ModelView):
             to_create.append(event)
             results.append(event)
         cls.save(to_create)
+        cls.process_alarms([
+                e for e in to_create
+                if e.kind == 'alarm' and e.state == 'received'])
         return [r.result if isinstance(r, cls) else r for r in results]
+
+    @classmethod
+    def process_alarms(cls, events):
+        "Open a dispenser alarm for each alarm event"
+        pool = Pool()
+        Alarm = pool.get('fuel.device.alarm')
+        if events:
+            Alarm.from_events(events)
 
     @classmethod
     def _item_values(cls, box, item):

@@ -4,6 +4,7 @@
 transactions priced by the platform"""
 import contextlib
 
+from trytond.model import fields
 from trytond.pool import Pool, PoolMeta
 from trytond.transaction import without_check_access
 
@@ -75,5 +76,39 @@ class Event(metaclass=PoolMeta):
             'amount': payload.get('amount'),
             'totalizer_start': start,
             'totalizer_end': end,
+            # the set the dispenser held, checked by the transaction
+            'dispenser_price': payload.get('price_set_id'),
             }
+
+
+class FuellingTransaction(metaclass=PoolMeta):
+    __name__ = 'fuel.payment.transaction'
+
+    dispenser_price = fields.Many2One(
+        'fuel.station.price', "Dispenser Price Set", readonly=True,
+        ondelete='RESTRICT',
+        help="The price set the dispenser held for the fill, as its box "
+        "reported; it differs from the price set when the pump sold at "
+        "an older price.")
+
+    @classmethod
+    def _record_values(cls, values):
+        record = super()._record_values(values)
+        record['dispenser_price'] = cls._dispenser_price(
+            values['item'].get('dispenser_price'), values['company'])
+        return record
+
+    @classmethod
+    def _dispenser_price(cls, price_id, company):
+        "The id of the price set price_id when it is one of company's"
+        pool = Pool()
+        Price = pool.get('fuel.station.price')
+        if type(price_id) is not int:
+            return None
+        with without_check_access():
+            prices = Price.search([
+                    ('id', '=', price_id),
+                    ('company', '=', company.id),
+                    ], limit=1)
+        return prices[0].id if prices else None
 

@@ -6,11 +6,15 @@ The bearer key identifies the box: it belongs to the box's technical user
 (`fuel.device.box.user`). Once the box is known, the routes only read and
 write that box, its station and its records, so they run without the
 access rights of the technical user, which needs no group."""
+import contextlib
 import datetime as dt
+import time
+from decimal import Decimal
 
 from trytond.i18n import gettext
 from trytond.protocols.wrappers import (
     HTTPStatus,
+    Response,
     abort,
     user_application,
     with_pool,
@@ -19,15 +23,25 @@ from trytond.protocols.wrappers import (
 from trytond.transaction import Transaction, without_check_access
 from trytond.wsgi import app
 
-from .event import loads
+from . import wakeup
+from .event import dumps, loads
 from .exceptions import BoxIdentifierError, PayloadError
 from .res import APPLICATION
 
 # The version of the JSON the routes answer; a box refuses a major it
 # does not know.
 VERSION = 1
+# The longest a box waits for a command in one call (seconds): below the
+# usual 60 s idle timeout of HTTP proxies.
+MAX_WAIT = 60
+# How often the wait route looks at the table without a bus (SQLite), and
+# at the latest with one, should a notification be lost (seconds).
+POLL_INTERVAL = 0.5
+BUS_POLL_INTERVAL = 5
 
 fuel_device_application = user_application(APPLICATION)
+# for a route that answers by itself after the transaction is over
+fuel_device_key = user_application(APPLICATION, json=False)
 
 
 def _data(request):
@@ -77,6 +91,7 @@ def setup(request, pool):
     Box = pool.get('fuel.device.box')
     Device = pool.get('fuel.device.device')
     Price = pool.get('fuel.station.price')
+    Configuration = pool.get('fuel.device.configuration')
     data = _data(request)
     with without_check_access():
         box = _box(pool, ['paired', 'active'])
@@ -123,6 +138,7 @@ def setup(request, pool):
                     'dispenser': d.dispenser.name if d.dispenser else None,
                     } for d in box.devices],
             'nozzles': nozzles,
+            'policy': Configuration(1).policy(),
             }
 
 
@@ -179,3 +195,93 @@ def ack(request, pool):
             'version': VERSION,
             'results': Command.answer(box, items),
             }
+
+
+@app.route('/<database_name>/fuel_device/heartbeat', methods=['POST'])
+@with_pool
+@with_transaction()
+@fuel_device_application
+def heartbeat(request, pool):
+    "The box is alive and reports the status of its devices"
+    Box = pool.get('fuel.device.box')
+    Device = pool.get('fuel.device.device')
+    Command = pool.get('fuel.device.command')
+    data = _data(request)
+    with without_check_access():
+        box = _box(pool, ['active'])
+        items = data.get('devices', [])
+        if not isinstance(items, list):
+            raise PayloadError(gettext(
+                    'fuel_device.msg_value_invalid',
+                    field='devices', value=dumps(items)))
+        Box.seen([box])
+        Device.heartbeat(box, items)
+        return {
+            'version': VERSION,
+            'pending': Command.pending_count(box),
+            }
+
+
+@with_transaction()
+@fuel_device_key
+def _wait_start(request, pool):
+    "The id of the box, the seconds to wait and whether the bus works"
+    Box = pool.get('fuel.device.box')
+    Configuration = pool.get('fuel.device.configuration')
+    data = _data(request)
+    with without_check_access():
+        box = _box(pool, ['active'])
+        timeout = data.get('timeout')
+        if timeout is None:
+            timeout = Configuration(1).command_wait
+        elif (not isinstance(timeout, (int, Decimal))
+                or isinstance(timeout, bool) or timeout < 0):
+            raise PayloadError(gettext(
+                    'fuel_device.msg_value_invalid',
+                    field='timeout', value=dumps(timeout)))
+        Box.seen([box])
+        return (
+            box.id, min(float(timeout), MAX_WAIT),
+            Transaction().database.has_channel())
+
+
+@with_transaction(readonly=True)
+def _pending(request, pool, box_id):
+    Box = pool.get('fuel.device.box')
+    Command = pool.get('fuel.device.command')
+    with without_check_access():
+        return Command.pending_count(Box(box_id))
+
+
+@app.route('/<database_name>/fuel_device/wait', methods=['POST'])
+@with_pool
+def wait(request, pool):
+    """Answer the number of pending commands of the box as soon as there
+    is one, or 0 after the timeout
+
+    No transaction is open while it waits: each look at the table is a
+    transaction of its own. With PostgreSQL, the creation of a command
+    wakes it (see wakeup); otherwise it polls."""
+    box_id, timeout, has_channel = _wait_start(request, pool)
+    deadline = time.monotonic() + timeout
+    if has_channel:
+        waiting = wakeup.waiting(pool.database_name, box_id)
+    else:
+        waiting = contextlib.nullcontext()
+    with waiting as event:
+        # the listener is registered before the first look: a command
+        # created in between still wakes it
+        pending = _pending(request, pool, box_id)
+        while not pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if event is not None:
+                event.wait(min(remaining, BUS_POLL_INTERVAL))
+                event.clear()
+            else:
+                time.sleep(min(remaining, POLL_INTERVAL))
+            pending = _pending(request, pool, box_id)
+    return Response(
+        dumps({'version': VERSION, 'pending': pending}),
+        content_type='application/json')

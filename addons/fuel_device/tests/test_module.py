@@ -1,8 +1,11 @@
 # This file is part of fuelpay.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
+import datetime as dt
 import json
+import uuid
 from decimal import Decimal
 
+from trytond.i18n import gettext
 from trytond.model.exceptions import AccessError, SQLConstraintError
 from trytond.modules.company.tests import (
     CompanyTestMixin,
@@ -18,8 +21,8 @@ from addons.fuel_station.tests.tools import (
     FuelModuleTestMixin,
 )
 
-from ..exceptions import BoxPairError
-from .tools import create_box, create_station_with_price
+from ..exceptions import BoxPairError, PayloadError
+from .tools import create_box, create_price, create_station_with_price
 
 
 def event(uuid, seq, **values):
@@ -288,6 +291,312 @@ class FuelDeviceTestCase(
             self.assert_constraint(
                 Device, values,
                 'The identifier of a device must be unique on its box.')
+
+    @with_transaction()
+    def test_price_push(self):
+        """Test an activated price set queues a price change for each
+        active box of its stations, and the answer records what each
+        nozzle holds"""
+        pool = Pool()
+        Command = pool.get('fuel.device.command')
+        Price = pool.get('fuel.station.price')
+        Nozzle = pool.get('fuel.station.nozzle')
+        Dispenser = pool.get('fuel.station.dispenser')
+        company = create_company()
+        other_company = create_company("Operator B")
+        with set_company(other_company):
+            station_b = create_station_with_price(other_company, 'B1')
+            create_box(station_b, 'BOX-B')
+        with set_company(company):
+            station = create_station_with_price(company, 'S1')
+            other_station = create_station_with_price(company, 'S2')
+            box, _ = create_box(station, 'BOX-1')
+            create_box(station, 'BOX-P', state='paired')
+            other_box, _ = create_box(other_station, 'BOX-2')
+            nozzle, = station.nozzles
+            self.assertIsNone(nozzle.held_price)
+
+            price = create_price(company, nozzle.grade, '7.89')
+            Price.activate([price])
+
+            command, = Command.search([('kind', '=', 'price_change')])
+            self.assertEqual(command.box, box)
+            self.assertEqual(command.state, 'pending')
+            self.assertEqual(command.to_json()['payload'], {
+                    'version': 1,
+                    'price': price.id,
+                    'price_name': "New prices",
+                    'effective_date': price.effective_date.replace(
+                        tzinfo=dt.UTC).isoformat(),
+                    'nozzles': [{
+                            'station_number': 1, 'unit_price': '7.8900'}],
+                    })
+            self.assertTrue(
+                command.to_json()['payload']['effective_date'].endswith(
+                    '+00:00'))
+
+            # a station set reaches the boxes of that station only
+            station_price = create_price(
+                company, other_station.nozzles[0].grade, '8.01',
+                station=other_station)
+            Price.activate([station_price])
+            command2, = Command.search([('box', '=', other_box.id)])
+            self.assertEqual(
+                command2.to_json()['payload']['nozzles'],
+                [{'station_number': 1, 'unit_price': '8.0100'}])
+
+            Command.fetch(box)
+            results = Command.answer(box, [{
+                        'id': command.id, 'status': 'acked',
+                        'result': {
+                            'version': 1, 'price': price.id,
+                            'nozzles': [
+                                {'station_number': 1, 'unit_price': '7.890',
+                                    'status': 'applied', 'error': None},
+                                # not a nozzle of the command
+                                {'station_number': 7, 'unit_price': '1',
+                                    'status': 'applied', 'error': None},
+                                ]},
+                        }])
+            self.assertEqual(results[0]['status'], 'accepted')
+            nozzle = Nozzle(nozzle.id)
+            self.assertEqual(nozzle.held_price, price)
+            self.assertEqual(nozzle.held_unit_price, Decimal('7.8900'))
+            self.assertEqual(nozzle.held_date, Command(command.id).done_date)
+            self.assertEqual(Dispenser(nozzle.dispenser.id).held_price, price)
+
+            # a nozzle that failed keeps the set it held
+            Command.fetch(other_box)
+            Command.answer(other_box, [{
+                        'id': command2.id, 'status': 'failed',
+                        'result': {
+                            'version': 1, 'price': station_price.id,
+                            'nozzles': [
+                                {'station_number': 1, 'unit_price': '8.01',
+                                    'status': 'failed', 'error': 'busy'},
+                                ]},
+                        }])
+            other_nozzle, = Nozzle.search([('station', '=', other_station)])
+            self.assertIsNone(other_nozzle.held_price)
+            self.assertIsNone(other_nozzle.dispenser.held_price)
+
+    @with_transaction()
+    def test_policy(self):
+        "Test the setup policy comes from the configuration"
+        pool = Pool()
+        Configuration = pool.get('fuel.device.configuration')
+        config = Configuration(1)
+        self.assertEqual(config.policy(), {
+                'authorization': 'postpay',
+                'max_amount': '500.00',
+                'max_volume': '200.000',
+                'heartbeat_interval': 30,
+                'command_wait': 25,
+                })
+        self.assertEqual(config.silence_delay, 120)
+        config.authorization = 'prepay'
+        config.max_amount = Decimal('300')
+        config.save()
+        policy = Configuration(1).policy()
+        self.assertEqual(
+            (policy['authorization'], policy['max_amount']),
+            ('prepay', '300.00'))
+
+    @with_transaction()
+    def test_heartbeat(self):
+        """Test a heartbeat records device statuses, their history and
+        opens or clears error alarms"""
+        pool = Pool()
+        Box = pool.get('fuel.device.box')
+        Device = pool.get('fuel.device.device')
+        Alarm = pool.get('fuel.device.alarm')
+        Log = pool.get('fuel.device.status.log')
+        company = create_company()
+        with set_company(company):
+            station = create_station_with_price(company, 'S1')
+            box, _ = create_box(station, 'BOX-1')
+            Device.report(box, [
+                    {'identifier': 'pump-1', 'kind': 'dispenser'},
+                    {'identifier': 'printer', 'kind': 'printer'},
+                    ])
+            devices = {d.identifier: d for d in Box(box.id).devices}
+            pump = devices['pump-1']
+
+            Device.heartbeat(box, [
+                    {'identifier': 'pump-1', 'status': 'error'},
+                    {'identifier': 'printer', 'status': 'disconnected'},
+                    ])
+            Device.heartbeat(box, [
+                    {'identifier': 'pump-1', 'status': 'error'}])
+            alarm, = Alarm.search([])
+            self.assertEqual(
+                (alarm.kind, alarm.device, alarm.state),
+                ('device_error', pump, 'open'))
+            self.assertEqual(
+                [(g.device.identifier, g.status) for g in Log.search(
+                        [], order=[('id', 'ASC')])],
+                [('pump-1', 'connected'), ('printer', 'connected'),
+                    ('pump-1', 'error'), ('printer', 'disconnected')])
+
+            Device.heartbeat(box, [
+                    {'identifier': 'pump-1', 'status': 'connected'}])
+            self.assertEqual(Alarm(alarm.id).state, 'cleared')
+            self.assertTrue(Alarm(alarm.id).cleared_date)
+            self.assertEqual(Device(pump.id).status, 'connected')
+
+            with self.assertRaises(PayloadError) as cm:
+                Device.heartbeat(box, [
+                        {'identifier': 'pump-9', 'status': 'connected'}])
+            self.assertEqual(
+                cm.exception.message,
+                gettext(
+                    'fuel_device.msg_device_unknown',
+                    box='BOX-1', device='pump-9'))
+            with self.assertRaises(PayloadError):
+                Device.heartbeat(box, [
+                        {'identifier': 'pump-1', 'status': 'asleep'}])
+
+    @with_transaction()
+    def test_silence_alarms(self):
+        """Test the cron opens one alarm per silent box or device and
+        clears it when heard again"""
+        pool = Pool()
+        Box = pool.get('fuel.device.box')
+        Device = pool.get('fuel.device.device')
+        Alarm = pool.get('fuel.device.alarm')
+        company = create_company()
+        with set_company(company):
+            station = create_station_with_price(company, 'S1')
+            box, _ = create_box(station, 'BOX-1')
+            other, _ = create_box(station, 'BOX-2')
+            pump = {'identifier': 'pump-1', 'kind': 'dispenser'}
+            Device.report(box, [pump])
+            Device.report(other, [pump])
+            device, = Box(box.id).devices
+            long_ago = dt.datetime.now() - dt.timedelta(seconds=121)
+            Box.write([box], {'last_seen': long_ago})
+            Box.write([other], {'last_seen': dt.datetime.now()})
+            Device.write(
+                list(Box(other.id).devices), {'last_seen': long_ago})
+
+            Alarm.check_silence()
+            Alarm.check_silence()
+            self.assertEqual(
+                sorted((a.box.identifier, a.kind, a.device is not None)
+                    for a in Alarm.search([('state', '=', 'open')])),
+                [('BOX-1', 'box_silent', False),
+                    ('BOX-2', 'device_silent', True)])
+
+            Box.seen([box])
+            Device.heartbeat(other, [
+                    {'identifier': 'pump-1', 'status': 'connected'}])
+            self.assertEqual(Alarm.search([('state', '=', 'open')]), [])
+            Alarm.check_silence()
+            self.assertEqual(Alarm.search([('state', '=', 'open')]), [])
+
+            # a device silent but heard again by the time the cron runs
+            Device.write([device], {'last_seen': long_ago})
+            Alarm.check_silence()
+            alarm, = Alarm.search([('state', '=', 'open')])
+            self.assertEqual(alarm.device, device)
+            Device.write([device], {'last_seen': dt.datetime.now()})
+            Alarm.check_silence()
+            self.assertEqual(Alarm(alarm.id).state, 'cleared')
+
+    @with_transaction()
+    def test_alarm_event(self):
+        "Test an alarm event opens a dispenser alarm and is processed"
+        pool = Pool()
+        Event = pool.get('fuel.device.event')
+        Device = pool.get('fuel.device.device')
+        Alarm = pool.get('fuel.device.alarm')
+        company = create_company()
+        with set_company(company):
+            station = create_station_with_price(company, 'S1')
+            box, _ = create_box(station, 'BOX-1')
+            Device.report(box, [{'identifier': 'pump-1', 'kind': 'dispenser'}])
+            result, = Event.ingest(box, [event(
+                        'a-1', 1, kind='alarm',
+                        payload={'code': 'E12', 'message': "Pulser fault"})])
+            self.assertEqual(result['status'], 'accepted')
+            stored, = Event.search([('uuid', '=', 'a-1')])
+            self.assertEqual(stored.state, 'processed')
+            alarm, = Alarm.search([])
+            self.assertEqual(
+                (alarm.kind, alarm.device.identifier, alarm.message,
+                    alarm.state),
+                ('dispenser', 'pump-1', "Pulser fault", 'open'))
+            self.assertEqual(str(alarm.date), '2026-11-24 02:00:00')
+            Alarm.clear([alarm])
+            self.assertEqual(alarm.state, 'cleared')
+
+    @with_transaction()
+    def test_availability(self):
+        "Test the availability is the connected share of each day"
+        pool = Pool()
+        Device = pool.get('fuel.device.device')
+        Log = pool.get('fuel.device.status.log')
+        Availability = pool.get('fuel.device.availability')
+        company = create_company()
+        with set_company(company):
+            station = create_station_with_price(company, 'S1')
+            box, _ = create_box(station, 'BOX-1')
+            device, = Device.create([{
+                        'box': box.id, 'identifier': 'pump-1',
+                        'kind': 'dispenser'}])
+            today = dt.datetime.combine(dt.date.today(), dt.time())
+            day = dt.timedelta(days=1)
+            Log.create([
+                    {'device': device.id, 'status': 'connected',
+                        'date': today - day},
+                    {'device': device.id, 'status': 'disconnected',
+                        'date': today - day + dt.timedelta(hours=6)},
+                    {'device': device.id, 'status': 'connected',
+                        'date': today - day + dt.timedelta(hours=12)},
+                    ])
+
+            rows = Availability.search([('device', '=', device.id)])
+            self.assertEqual(
+                [(r.date, r.box, round(r.availability, 4)) for r in rows],
+                [(today.date(), box, 1.0),
+                    ((today - day).date(), box, 0.75)])
+
+    @with_transaction()
+    def test_transaction_dispenser_price(self):
+        """Test a completed fill records the price set its dispenser held
+        when it is one of the operator's"""
+        pool = Pool()
+        Event = pool.get('fuel.device.event')
+        Price = pool.get('fuel.station.price')
+        FuelTransaction = pool.get('fuel.payment.transaction')
+        company = create_company()
+        other_company = create_company("Operator B")
+        with set_company(other_company):
+            create_station_with_price(other_company, 'B1')
+            foreign, = Price.search([('company', '=', other_company.id)])
+        with set_company(company):
+            station = create_station_with_price(company, 'S1')
+            box, _ = create_box(station, 'BOX-1')
+            price, = Price.search([('company', '=', company.id)])
+            fills = [str(uuid.uuid4()) for _ in range(3)]
+            payload = {
+                'station_nozzle': 1, 'volume': Decimal('10.00'),
+                'unit_price': Decimal('7.58'), 'amount': Decimal('75.80')}
+            results = Event.ingest(box, [
+                    event(fills[0], 1, kind='transaction_completed',
+                        payload=dict(payload, price_set_id=price.id)),
+                    event(fills[1], 2, kind='transaction_completed',
+                        payload=dict(payload, price_set_id=foreign.id)),
+                    event(fills[2], 3, kind='transaction_completed',
+                        payload=dict(payload, price_set_id=None)),
+                    ])
+            self.assertEqual(
+                [r['status'] for r in results], ['accepted'] * 3)
+            held = {
+                t.uuid: t.dispenser_price
+                for t in FuelTransaction.search([])}
+            self.assertEqual(
+                [held[u] for u in fills], [price, None, None])
 
 
 del ModuleTestCase

@@ -1,15 +1,21 @@
 # This file is part of fuelpay.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
+import threading
+import time
+import unittest
 import uuid
 from decimal import Decimal
 from http import HTTPStatus
 
+from trytond import backend
 from trytond.modules.company.tests import create_company, set_company
 from trytond.pool import Pool
-from trytond.tests.test_tryton import RouteTestCase
+from trytond.tests.test_tryton import DB_NAME, RouteTestCase
+from trytond.transaction import Transaction
 
 from addons.fuel_station.tests.tools import FuelDatabaseMixin
 
+from .. import wakeup
 from .tools import create_box, create_station_with_price
 
 SETUP = {
@@ -40,7 +46,7 @@ def event(uuid_, seq, **values):
 class FuelDeviceRouteTestCase(FuelDatabaseMixin, RouteTestCase):
     "Test the routes the station service calls"
     module = 'fuel_device'
-    key = requested_key = command = None
+    key = requested_key = command = box = None
 
     @classmethod
     def setUpDatabase(cls):
@@ -50,6 +56,7 @@ class FuelDeviceRouteTestCase(FuelDatabaseMixin, RouteTestCase):
         with set_company(company):
             station = create_station_with_price(company, 'S1')
             box, cls.key = create_box(station, 'BOX-1')
+            cls.box = box.id
             _, cls.requested_key = create_box(
                 station, 'BOX-2', state='pending')
             cls.command = Command.prepare(
@@ -153,3 +160,124 @@ class FuelDeviceRouteTestCase(FuelDatabaseMixin, RouteTestCase):
             ['accepted', 'error'])
         response = client.get(self.url('commands'), headers=self.headers())
         self.assertEqual(response.json['commands'], [])
+
+    def test_setup_policy(self):
+        "Test setup answers the policy of the configuration"
+        response = self.client().post(
+            self.url('setup'), json=SETUP, headers=self.headers())
+        self.assertEqual(response.status_code, HTTPStatus.OK)
+        self.assertEqual(response.json['policy'], {
+                'authorization': 'postpay',
+                'max_amount': '500.00',
+                'max_volume': '200.000',
+                'heartbeat_interval': 30,
+                'command_wait': 25,
+                })
+
+    def test_heartbeat(self):
+        "Test a heartbeat records the device statuses"
+        client = self.client()
+        client.post(self.url('setup'), json=SETUP, headers=self.headers())
+        response = client.post(
+            self.url('heartbeat'), headers=self.headers(), json={
+                'version': 1, 'devices': [
+                    {'identifier': 'dart-0x50', 'status': 'error'},
+                    {'identifier': 'printer', 'status': 'connected'}]})
+        self.assertEqual(response.status_code, HTTPStatus.OK)
+        self.assertEqual(response.json['version'], 1)
+        self.assertIsInstance(response.json['pending'], int)
+        with Transaction().start(DB_NAME, 0):
+            pool = Pool()
+            Device = pool.get('fuel.device.device')
+            Alarm = pool.get('fuel.device.alarm')
+            device, = Device.search([('identifier', '=', 'dart-0x50')])
+            self.assertEqual(device.status, 'error')
+            self.assertEqual(
+                Alarm.search([
+                        ('device', '=', device.id),
+                        ('state', '=', 'open')], count=True), 1)
+
+        response = client.post(
+            self.url('heartbeat'), headers=self.headers(), json={
+                'version': 1, 'devices': [
+                    {'identifier': 'dart-0x99', 'status': 'connected'}]})
+        self.assertEqual(response.status_code, HTTPStatus.BAD_REQUEST)
+        self.assertEqual(
+            response.json['message'],
+            'Box "BOX-1" has no device "dart-0x99"; '
+            'report it in the setup first.')
+        response = client.post(
+            self.url('heartbeat'), json={'version': 1, 'devices': []},
+            headers=self.headers(key=self.requested_key))
+        self.assertEqual(response.status_code, HTTPStatus.UNAUTHORIZED)
+
+    def create_command(self):
+        with Transaction().start(DB_NAME, 0):
+            pool = Pool()
+            Box = pool.get('fuel.device.box')
+            Command = pool.get('fuel.device.command')
+            command = Command.prepare(Box(self.box), 'stop', {'nozzle': 1})
+            command.save()
+
+    def drain_commands(self, client):
+        "Fetch and acknowledge the commands of the box"
+        commands = client.get(
+            self.url('commands'), headers=self.headers()).json['commands']
+        client.post(self.url('ack'), headers=self.headers(), json={
+                'version': 1, 'commands': [
+                    {'id': c['id'], 'status': 'acked', 'result': None}
+                    for c in commands]})
+
+    def test_wait(self):
+        "Test wait answers at once when a command is pending, else at timeout"
+        client = self.client()
+        self.drain_commands(client)
+        start = time.monotonic()
+        response = client.post(
+            self.url('wait'), headers=self.headers(),
+            json={'version': 1, 'timeout': 1})
+        self.assertEqual(response.status_code, HTTPStatus.OK)
+        self.assertEqual(response.json, {'version': 1, 'pending': 0})
+        self.assertGreaterEqual(time.monotonic() - start, 1)
+
+        self.create_command()
+        start = time.monotonic()
+        response = client.post(
+            self.url('wait'), headers=self.headers(),
+            json={'version': 1, 'timeout': 30})
+        self.assertEqual(response.json, {'version': 1, 'pending': 1})
+        self.assertLess(time.monotonic() - start, 5)
+        self.drain_commands(client)
+
+        response = client.post(
+            self.url('wait'), headers=self.headers(),
+            json={'version': 1, 'timeout': 'soon'})
+        self.assertEqual(response.status_code, HTTPStatus.BAD_REQUEST)
+        response = client.post(
+            self.url('wait'), headers=self.headers(key=self.requested_key),
+            json={'version': 1})
+        self.assertEqual(response.status_code, HTTPStatus.UNAUTHORIZED)
+
+    @unittest.skipUnless(
+        backend.name == 'postgresql', "the bus needs PostgreSQL")
+    def test_wait_woken_by_bus(self):
+        "Test a command created by another connection wakes a waiting box"
+        client = self.client()
+        self.drain_commands(client)
+        creator = threading.Timer(1, self.create_command)
+        creator.start()
+        try:
+            start = time.monotonic()
+            response = client.post(
+                self.url('wait'), headers=self.headers(),
+                json={'version': 1, 'timeout': 30})
+            elapsed = time.monotonic() - start
+        finally:
+            creator.join()
+            # give the listener's connection back before the database is
+            # dropped
+            wakeup.stop(DB_NAME, timeout=10)
+        self.assertEqual(response.json, {'version': 1, 'pending': 1})
+        # woken by the notification, not by the poll every 5 s
+        self.assertLess(elapsed, 4)
+        self.drain_commands(client)

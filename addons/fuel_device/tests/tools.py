@@ -76,3 +76,25 @@ def create_box(station, identifier, login=None, state='active'):
     if state == 'active':
         Box.activate([box])
     return box, application.key
+
+
+def create_price(company, grade, unit_price, station=None, name="New prices"):
+    """Create and approve a price set of company for grade, effective in
+    a minute (approving refuses the past); return it"""
+    pool = Pool()
+    Price = pool.get('fuel.station.price')
+    price, = Price.create([{
+                'company': company.id,
+                'name': name,
+                'scope': 'station' if station else 'operator',
+                'station': station.id if station else None,
+                'effective_date': (
+                    dt.datetime.now() + dt.timedelta(minutes=1)).replace(
+                    microsecond=0),
+                'lines': [('create', [{
+                                'grade': grade.id,
+                                'unit_price': Decimal(unit_price),
+                                }])],
+                }])
+    Price.approve([price])
+    return price
