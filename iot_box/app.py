@@ -471,11 +471,24 @@ class App:
                 driver.price_set_id = sets.pop() if len(sets) == 1 else None
                 if driver.pump_status is PumpStatus.NOT_PROGRAMMED:
                     driver.request_status()  # programs it on the answer
-            elif any(driver.prices.get(n) != p for n, p in known.items()):
+                    continue
+            # programmed (or its status not read yet): what it holds, as
+            # last programmed (also by an earlier run of the box) or
+            # reported by the pump (DC3)
+            held = driver.reported_prices if driver.pump_status is None else (
+                driver.pump_prices)
+            differ = {
+                n: p for n, p in known.items() if n in held and held[n] != p}
+            if differ:
                 logger.warning(
                     "%s: setup prices %s differ from the pump's %s; they "
-                    "change with a price_change command", device, known,
-                    driver.prices)
+                    "change with a price_change command", device, differ,
+                    {n: held[n] for n in differ})
+            unknown = sorted(n for n in known if n not in held)
+            if unknown and driver.pump_status is not None:
+                logger.info(
+                    "%s: the pump's prices of nozzles %s are not known yet "
+                    "(reported when they are lifted)", device, unknown)
 
     def _drain(self) -> DrainResult:
         "In a thread: the outbox through a connection of this thread"

@@ -22,6 +22,11 @@ the key is already recorded: a driver that records a pump's sale under a
 key made of the pump's own figures (totalizers, volume, amount) cannot
 repeat it, whatever instant the process is killed at.
 
+`put(key, value)` stores state that survives a restart and that a later
+value replaces (a driver's prices and totals), read back with
+`command_result(key)`; `append_once(..., put=...)` writes it in the
+event's transaction.
+
 The connection is synchronous and meant for one thread (the asyncio loop's
 own): every call is one short transaction.
 """
@@ -167,28 +172,34 @@ class Outbox:
             self, kind: EventKind | str, device: str,
             device_time: dt.datetime, payload: Mapping[str, Any], *,
             key: str, result: Mapping[str, Any] | None = None,
+            put: Mapping[str, Mapping[str, Any]] | None = None,
             ) -> Event | None:
         """Store one event and record `key` as done, atomically
 
         Returns the event, or None (nothing stored) if `key` was already
         recorded.  The stored result of `key` is `result` plus the event's
-        uuid and seq (`command_result(key)` gives it back)."""
+        uuid and seq (`command_result(key)` gives it back).  `put`: values
+        stored as by `put()` in the same transaction (not if nothing is
+        stored)."""
         events = self.append_many(
             [(kind, device, device_time, payload)], done_key=key,
-            done_result=result)
+            done_result=result, put=put)
         return events[0] if events else None
 
     def append_many(
             self, items: Iterable[EventItem], *,
             done_key: str | None = None,
-            done_result: Mapping[str, Any] | None = None) -> list[Event]:
+            done_result: Mapping[str, Any] | None = None,
+            put: Mapping[str, Mapping[str, Any]] | None = None,
+            ) -> list[Event]:
         """Store events in one transaction, in order
 
         All or none are stored, and they are durable when this returns,
         exactly as with `append`.  With `done_key`, the key is recorded
         (as by `command_done`, its result being `done_result` plus the
         first event's uuid and seq) in the same transaction; if the key
-        was already recorded nothing is stored and [] is returned."""
+        was already recorded nothing is stored and [] is returned.  `put`:
+        values stored (replaced) as by `put()`, in the same transaction."""
         if done_key is not None and not done_key:
             raise ValueError("done_key must not be empty")
         events: list[Event] = []
@@ -224,6 +235,8 @@ class Outbox:
                     'VALUES (?, ?, ?)',
                     (done_key, encode_json({**(done_result or {}), **first}),
                         created_at))
+            for key, value in (put or {}).items():
+                self._put(db, key, value, created_at)
         if events:
             logger.debug(
                 "outbox: stored seq %s-%s", events[0].seq, events[-1].seq)
@@ -289,6 +302,25 @@ class Outbox:
                 'SELECT result FROM command WHERE command_id = ?',
                 (command_id,)).fetchone()[0]
         return decode_json(stored)
+
+    @staticmethod
+    def _put(
+            db: sqlite3.Connection, key: str, value: Mapping[str, Any],
+            now: str) -> None:
+        if not key:
+            raise ValueError("key must not be empty")
+        db.execute(
+            'INSERT INTO command (command_id, result, done_at) '
+            'VALUES (?, ?, ?) ON CONFLICT (command_id) DO UPDATE SET '
+            'result = excluded.result, done_at = excluded.done_at',
+            (key, encode_json(value), now))
+
+    def put(self, key: str, value: Mapping[str, Any]) -> None:
+        """Store `value` under `key`, replacing what was there (unlike
+        `command_done`): state a driver keeps across restarts, read back
+        with `command_result(key)`"""
+        with self._transaction(self._db) as db:
+            self._put(db, key, value, _now())
 
     def command_result(self, command_id: str) -> Mapping[str, Any] | None:
         "The stored result of an executed command, None if never executed"

@@ -4,6 +4,7 @@
 
 `./fuel test` sets TRYTOND_DATABASE_URI to its PostgreSQL cluster,
 FUEL_SAO_ROOT to the web client and FUEL_CHROMIUM to Debian's chromium."""
+import contextlib
 import os
 import pathlib
 import secrets
@@ -33,6 +34,8 @@ class Server:
     url: str
     database: str
     password: str
+    # where the demo wrote the demo box's box.toml and box.key
+    box_dir: pathlib.Path
 
     def rpc_url(self):
         return f'{self.url}/{self.database}/rpc/'
@@ -62,10 +65,27 @@ def run_sql(uri, sql):
 
 @pytest.fixture(scope='session')
 def server(tmp_path_factory):
+    "The demo platform most system tests share"
+    with run_server(tmp_path_factory, 'systest') as running:
+        yield running
+
+
+@pytest.fixture(scope='session')
+def station_server(tmp_path_factory):
+    """A platform of its own for the station box tests: they change prices
+    and sell fuel, which the other tests must not see"""
+    with run_server(tmp_path_factory, 'station') as running:
+        yield running
+
+
+@contextlib.contextmanager
+def run_server(tmp_path_factory, name):
+    """Create a database with the demo data, run trytond on it, drop it
+    at the end"""
     uri = database_uri()
-    database = f'fuel_systest_{os.getpid()}'
+    database = f'fuel_{name}_{os.getpid()}'
     password = secrets.token_urlsafe(12)
-    tmp = tmp_path_factory.mktemp('server')
+    tmp = tmp_path_factory.mktemp(name)
     password_file = tmp / 'password'
     password_file.write_text(password)
     password_file.chmod(0o600)
@@ -78,6 +98,8 @@ def server(tmp_path_factory):
     if os.environ.get('FUEL_SAO_ROOT'):
         env['TRYTOND_WEB__ROOT'] = os.environ['FUEL_SAO_ROOT']
     config = str(ROOT / 'trytond.conf')
+    url = f'http://127.0.0.1:{port}'
+    box_dir = tmp / 'box'
 
     run_sql(uri, f'CREATE DATABASE "{database}"')
     process = None
@@ -91,16 +113,17 @@ def server(tmp_path_factory):
         subprocess.run([
                 sys.executable, '-m', 'tools.demo', '--database', database,
                 '--config', config,
-                '--admin-password-file', str(password_file)],
+                '--admin-password-file', str(password_file),
+                '--box-dir', str(box_dir), '--server-url', url],
             env=env, check=True, cwd=ROOT)
         process = subprocess.Popen(
             # -d loads the pool at start: a first request authenticated
             # with HTTP Basic on an unloaded pool fails in trytond 8.0
             [VENV_BIN / 'trytond', '-c', config, '-d', database],
             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        url = f'http://127.0.0.1:{port}'
         wait_for(url, process)
-        yield Server(url=url, database=database, password=password)
+        yield Server(
+            url=url, database=database, password=password, box_dir=box_dir)
     finally:
         if process:
             process.terminate()

@@ -16,8 +16,10 @@ station, a payment method of every kind and a few members with wallets.
 """
 import argparse
 import datetime as dt
+import os
 import time
 from decimal import Decimal
+from pathlib import Path
 
 from proteus import Model, Wizard
 from proteus import config as pconfig
@@ -122,6 +124,26 @@ OPERATORS = [{
             ("Sun Hao", 'HP-0001', 'DEMO-WX-3'),
             ],
         }]
+
+# The station box of the simulated station `./fuel up` runs: A01's two DART
+# islands (four nozzles) behind one UDP serial-server gateway, where the
+# pump simulator answers.  Device identifiers are the box's dispenser names.
+DEMO_BOX = {
+    'operator': 'lanshan',
+    'station': 'A01',
+    'identifier': 'A01-BOX-1',
+    'login': 'lanshan.a01.box',
+    'name': "Box of West Lake Station",
+    # dispenser name on the station -> the box's device identifier
+    'dispensers': {"Island 1": 'island-1', "Island 2": 'island-2'},
+    }
+# The DART islands' gateway in the demo data (load_station) and the box's
+# local status page
+DEMO_GATEWAY = ('127.0.0.1', 5001)
+DEMO_STATUS_LISTEN = '127.0.0.1:8470'
+# What the box may sell on its own when it cannot reach the server
+DEMO_FALLBACK = {'max_amount': '500.00', 'max_volume': '200.000'}
+KEY_FILE_MODE = 0o600
 
 # fuel kind, name; the kinds are fuel_payment's METHOD_KINDS
 METHODS = [
@@ -679,6 +701,101 @@ def load_shift(station, employees):
     shift.click('open')
 
 
+def load_box(station, spec):
+    """Register, pair and activate the station's box once; return it with
+    its validated key
+
+    The key is requested for the box's technical user the way the box
+    does it (a res.user.application in state requested) and validated by
+    the box's Pair button, as an operator administrator would."""
+    Box = Model.get('fuel.device.box')
+    User = Model.get('res.user')
+    UserApplication = Model.get('res.user.application')
+    box = first('fuel.device.box', [('identifier', '=', spec['identifier'])])
+    if not box:
+        user = first('res.user', [('login', '=', spec['login'])])
+        if not user:
+            user = User(login=spec['login'], name=spec['name'])
+            user.save()
+        box = Box(station=station, identifier=spec['identifier'], user=user)
+        box.save()
+    if box.state == 'pending':
+        UserApplication(user=box.user, application='fuel_device').save()
+        box.click('pair')
+    if box.state == 'paired':
+        dispensers = {d.name: d for d in station.dispensers}
+        for name, identifier in spec['dispensers'].items():
+            dispenser = dispensers[name]
+            box.devices.new(
+                kind='dispenser', identifier=identifier, protocol='dart',
+                connection='udp://%s:%s' % (dispenser.host, dispenser.port),
+                dispenser=dispenser)
+        box.save()
+        box.click('activate')
+    application, = UserApplication.find([
+            ('user', '=', box.user.id),
+            ('application', '=', 'fuel_device'),
+            ('state', '=', 'validated'),
+            ])
+    return box, application.key
+
+
+def box_config(spec, server_url, database, gateway=DEMO_GATEWAY,
+        status_listen=DEMO_STATUS_LISTEN):
+    "The TOML configuration of the demo box (iot_box.config)"
+    lines = [
+        '# Written by tools/demo.py for the simulated station of ./fuel up',
+        f'identifier = "{spec["identifier"]}"',
+        f'station_code = "{spec["station"]}"',
+        'outbox_path = "outbox.sqlite"',
+        f'status_listen = "{status_listen}"',
+        '',
+        '[server]',
+        f'url = "{server_url}"',
+        f'database = "{database}"',
+        'key_file = "box.key"',
+        '',
+        '[fallback]',
+        'mode = "attended_postpay"',
+        f'max_amount = "{DEMO_FALLBACK["max_amount"]}"',
+        f'max_volume = "{DEMO_FALLBACK["max_volume"]}"',
+        ]
+    host, port = gateway
+    nozzle = 0
+    for address, identifier in enumerate(spec['dispensers'].values(), 0x50):
+        lines += [
+            '',
+            '[[dispensers]]',
+            f'name = "{identifier}"',
+            'protocol = "dart"',
+            'connection = "udp"',
+            f'host = "{host}"',
+            f'port = {port}',
+            f'address = 0x{address:X}',
+            'nozzles = [',
+            ]
+        for number in (1, 2):
+            nozzle += 1
+            lines.append(
+                f'    {{number = {number}, station_number = {nozzle}}},')
+        lines.append(']')
+    return '\n'.join(lines) + '\n'
+
+
+def write_box_files(directory, config, key):
+    """Write box.toml and box.key (mode 0600, never readable by others)
+    into directory"""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    key_file = directory / 'box.key'
+    key_file.unlink(missing_ok=True)
+    descriptor = os.open(
+        key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
+    with os.fdopen(descriptor, 'w') as file:
+        file.write(key + '\n')
+    (directory / 'box.toml').write_text(config)
+
+
 def mark_configured():
     Item = Model.get('ir.module.config_wizard.item')
     items = Item.find([('state', '!=', 'done')])
@@ -687,7 +804,9 @@ def mark_configured():
     Item.save(items)
 
 
-def load(password):
+def load(password, box=None):
+    """Load the demo data; box: (directory, server URL, database) where to
+    write the demo box's configuration and key, or None"""
     currency = load_currency()
     companies = [load_company(o, currency) for o in OPERATORS]
     load_admin(companies, password)
@@ -729,12 +848,19 @@ def load(password):
         first_station = stations[operator['stations'][0]['code']]
         load_shift(first_station, list(employees.values())[:2])
         load_members(company, operator, first_station, methods)
+        if operator['key'] == DEMO_BOX['operator']:
+            demo_box = load_box(stations[DEMO_BOX['station']], DEMO_BOX)
     if any(activated):
         # let the effective time pass, then do what the cron does
         time.sleep(2.5)
         Model.get('fuel.station.price').activate_due(
             pconfig.get_config().context)
     mark_configured()
+    if box:
+        directory, server_url, database = box
+        _, key = demo_box
+        write_box_files(
+            directory, box_config(DEMO_BOX, server_url, database), key)
 
 
 def main(argv=None):
@@ -742,13 +868,20 @@ def main(argv=None):
     parser.add_argument('--database', required=True)
     parser.add_argument('--config', default=None)
     parser.add_argument('--admin-password-file', default=None)
+    parser.add_argument('--box-dir', default=None,
+        help="write the demo box's box.toml and box.key there")
+    parser.add_argument('--server-url', default='http://127.0.0.1:8000',
+        help="the server the demo box calls (with --box-dir)")
     options = parser.parse_args(argv)
     password = None
     if options.admin_password_file:
         with open(options.admin_password_file) as fp:
             password = fp.read().strip()
     pconfig.set_trytond(options.database, config_file=options.config)
-    load(password)
+    box = None
+    if options.box_dir:
+        box = (options.box_dir, options.server_url, options.database)
+    load(password, box=box)
 
 
 if __name__ == '__main__':

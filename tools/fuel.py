@@ -40,6 +40,13 @@ ADMIN_EMAIL = 'admin@example.com'
 # loaded with the modules so users can pick Chinese in their preferences
 LANGUAGES = ['zh_CN']
 ADMIN_PASSWORD_FILE = VAR / 'admin-password'
+# The simulated station of ./fuel up: the demo box's files (tools/demo.py
+# writes box.toml and box.key there) and its two DART pumps behind the
+# UDP gateway the demo data gives A01's islands; a customer comes about
+# every AUTO_FILL_EVERY seconds, so that fills arrive within a minute
+BOX_DIR = VAR / 'box'
+DEMO_GATEWAY = '127.0.0.1:5001'
+AUTO_FILL_EVERY = '20'
 # sao refuses a server of another major.minor; 8.0.11 is the last 8.0 on npm
 SAO_VERSION = '8.0.11'
 SAO_DIR = VAR / 'sao'
@@ -293,12 +300,14 @@ def set_up_database(db: Database, env: dict[str, str], password: str) -> None:
         ''.join(f'{key} {value}\n' for key, value in wanted.items()))
 
 
-def load_demo(db: Database, env: dict[str, str], password: str) -> None:
+def load_demo(db: Database, env: dict[str, str], password: str,
+        server_url: str) -> None:
     log('loading the demo data (python -m tools.demo)')
     with password_file(password) as passfile:
         result = subprocess.run([venv_tool('python'), '-m', 'tools.demo',
                 '--database', db.name, '--config', CONFIG,
-                '--admin-password-file', str(passfile)],
+                '--admin-password-file', str(passfile),
+                '--box-dir', str(BOX_DIR), '--server-url', server_url],
             cwd=ROOT, env=env, check=False)
     if result.returncode:
         raise FuelError(
@@ -378,22 +387,48 @@ def serve(db: Database, env: dict[str, str], host: str, port: int,
                 cwd=ROOT, env=env, process_group=0)
         wait_until_up(f'http://{host}:{port}/', children)
         shown = '127.0.0.1' if host in ('0.0.0.0', '') else host
+        start_station(children)
         print(f'\nfuelpay is running on the {db.label}\n'
             f'  URL:      http://{shown}:{port}/#{db.name}\n'
             '  login:    admin\n'
             f'  password: {password}  (stored in '
             f'{ADMIN_PASSWORD_FILE.relative_to(ROOT)})\n'
-            '  logs:     trytond and trytond-cron write to this terminal\n'
+            '  station:  simulated pumps and the box of A01 (West Lake); '
+            'box status on http://127.0.0.1:8470/\n'
+            '  logs:     trytond, trytond-cron, the pumps and the box '
+            'write to this terminal\n'
             'Ctrl-C to stop.', flush=True)
         while not (dead := dead_child(children)):
             time.sleep(0.5)
         log(f'{dead}; stopping')
         return 1
     except KeyboardInterrupt:
-        log('stopping trytond and trytond-cron')
+        log('stopping the station, trytond and trytond-cron')
         return 0
     finally:
         stop_children(children)
+
+
+def start_station(children: Children) -> None:
+    "The simulated DART pumps, then the box that drives them"
+    host, port = DEMO_GATEWAY.split(':')
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((host, int(port)))
+        except OSError as error:
+            raise FuelError(f'cannot serve the simulated pumps on UDP '
+                f'{DEMO_GATEWAY}: {error.strerror}') from None
+    children['dart-simulator'] = subprocess.Popen(
+        [venv_tool('python'), '-m', 'iot_box.simulators.dart_pump',
+            '--udp', DEMO_GATEWAY, '--pumps', '2', '--nozzles', '2',
+            '--auto-fill-every', AUTO_FILL_EVERY,
+            # the pumps' totalizers go on across restarts, as on a real pump
+            '--state', str(BOX_DIR / 'pumps.json')],
+        cwd=ROOT, process_group=0)
+    children['iot-box'] = subprocess.Popen(
+        [venv_tool('python'), '-m', 'iot_box', 'run',
+            '--config', str(BOX_DIR / 'box.toml')],
+        cwd=ROOT, process_group=0)
 
 
 def command_up(argv: list[str]) -> int:
@@ -415,7 +450,8 @@ def command_up(argv: list[str]) -> int:
     set_up_database(db, env, password)
     if password != stored:  # once the database has it
         store_password(password)
-    load_demo(db, env, password)
+    shown = '127.0.0.1' if options.host in ('0.0.0.0', '') else options.host
+    load_demo(db, env, password, f'http://{shown}:{options.port}')
     return serve(db, env, options.host, options.port, password)
 
 

@@ -8,9 +8,12 @@ write that box, its station and its records, so they run without the
 access rights of the technical user, which needs no group."""
 import contextlib
 import datetime as dt
+import logging
 import time
 from decimal import Decimal
+from functools import wraps
 
+from trytond.exceptions import UserError, UserWarning
 from trytond.i18n import gettext
 from trytond.protocols.wrappers import (
     HTTPStatus,
@@ -22,6 +25,7 @@ from trytond.protocols.wrappers import (
 )
 from trytond.transaction import Transaction, without_check_access
 from trytond.wsgi import app
+from werkzeug.exceptions import HTTPException
 
 from . import wakeup
 from .event import dumps, loads
@@ -39,9 +43,30 @@ MAX_WAIT = 60
 POLL_INTERVAL = 0.5
 BUS_POLL_INTERVAL = 5
 
+logger = logging.getLogger(__name__)
+
 fuel_device_application = user_application(APPLICATION)
 # for a route that answers by itself after the transaction is over
 fuel_device_key = user_application(APPLICATION, json=False)
+
+
+def server_errors(func):
+    """Answer an unexpected failure 500, logged with its traceback
+
+    Below `with_pool`: for a JSON body without an RPC method, with_pool
+    would answer any failure 400 "Unable to get RPC method", which a box
+    takes for a refusal of its request instead of a server failure to
+    retry.  User errors are already answered 400 by user_application."""
+    @wraps(func)
+    def wrapper(request, *args, **kwargs):
+        try:
+            return func(request, *args, **kwargs)
+        except (HTTPException, UserError, UserWarning):
+            raise
+        except Exception:
+            logger.exception("%s failed", request.path)
+            abort(HTTPStatus.INTERNAL_SERVER_ERROR)
+    return wrapper
 
 
 def _data(request):
@@ -83,6 +108,7 @@ def _decimal(value):
 
 @app.route('/<database_name>/fuel_device/setup', methods=['POST'])
 @with_pool
+@server_errors
 @with_transaction()
 @fuel_device_application
 def setup(request, pool):
@@ -144,6 +170,7 @@ def setup(request, pool):
 
 @app.route('/<database_name>/fuel_device/events', methods=['POST'])
 @with_pool
+@server_errors
 @with_transaction()
 @fuel_device_application
 def events(request, pool):
@@ -163,6 +190,7 @@ def events(request, pool):
 
 @app.route('/<database_name>/fuel_device/commands', methods=['GET'])
 @with_pool
+@server_errors
 @with_transaction(readonly=False)
 @fuel_device_application
 def commands(request, pool):
@@ -180,6 +208,7 @@ def commands(request, pool):
 
 @app.route('/<database_name>/fuel_device/ack', methods=['POST'])
 @with_pool
+@server_errors
 @with_transaction()
 @fuel_device_application
 def ack(request, pool):
@@ -199,6 +228,7 @@ def ack(request, pool):
 
 @app.route('/<database_name>/fuel_device/heartbeat', methods=['POST'])
 @with_pool
+@server_errors
 @with_transaction()
 @fuel_device_application
 def heartbeat(request, pool):
@@ -255,6 +285,7 @@ def _pending(request, pool, box_id):
 
 @app.route('/<database_name>/fuel_device/wait', methods=['POST'])
 @with_pool
+@server_errors
 def wait(request, pool):
     """Answer the number of pending commands of the box as soon as there
     is one, or 0 after the timeout

@@ -27,6 +27,12 @@ CD1 commands acknowledged and ignored; and, called by a test or the demo,
 `silence()` (no answer for a while), `power_on_reset()` and
 `power_loss()` / `power_restored()`.
 
+Assumption on filling information (the notes say nothing): CD1 RETURN
+FILLING INFORMATION is answered with DC2 (volume, amount) and DC3 (the
+nozzle the filling was made with, its unit price, the nozzle-out bit), as
+the price computer keeps them until the next RESET: a master restarted
+mid-fill learns the sale's nozzle from it.
+
 Assumption on power loss (the notes say nothing): like real DART pumps,
 the price computer keeps in non-volatile memory the prices, the totals
 and the last filling (nozzle, price, volume, amount).  A fill cut by a
@@ -55,15 +61,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import logging
 import os
 import random
+import signal
 import sys
 import time
 import tty
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Self, cast
 
@@ -142,7 +152,10 @@ PRICE_LOCKED = frozenset({
     PumpStatus.AUTHORIZED, PumpStatus.FILLING, PumpStatus.SUSPENDED})
 DISPENSING = frozenset({PumpStatus.AUTHORIZED, PumpStatus.FILLING})
 # Messages that describe the current state: a newer one replaces an unsent
-# older one, as a real pump reports its state, not its history.
+# older one, as a real pump reports its state, not its history.  DC3 is
+# the state of ONE nozzle: it replaces only an older DC3 of that nozzle
+# (the filling information of nozzle 2 must not hide that nozzle 1 was
+# lifted meanwhile).
 LATEST_ONLY = (DC1Status, DC2FilledVolumeAmount, DC3PriceNozzle)
 
 
@@ -394,7 +407,12 @@ class SimulatedPump:
         return ack
 
     def _report(self, message: Message) -> None:
-        if isinstance(message, LATEST_ONLY):
+        if isinstance(message, DC3PriceNozzle):
+            self._outbox = [
+                m for m in self._outbox if not (
+                    isinstance(m, DC3PriceNozzle)
+                    and m.nozzle == message.nozzle)]
+        elif isinstance(message, LATEST_ONLY):
             self._outbox = [
                 m for m in self._outbox if type(m) is not type(message)]
         self._outbox.append(message)
@@ -459,8 +477,15 @@ class SimulatedPump:
         elif command is Command.RETURN_IDENTITY:
             self._report(DC9Identity(self.identity))
         elif command is Command.RETURN_FILLING_INFORMATION:
+            # the filling: volume and amount (DC2), and the nozzle it was
+            # made with and its unit price (DC3), as the price computer
+            # keeps them until the next RESET
             self._report(DC2FilledVolumeAmount(
                 self.filled_volume, self.filled_amount))
+            if self.fill_nozzle is not None:
+                self._report(DC3PriceNozzle(
+                    self.fill_price, self.fill_nozzle,
+                    self.nozzle_out == self.fill_nozzle))
         elif command is Command.RESET:
             if not self.prices:
                 self._refuse(message, "no prices yet (CD5)")
@@ -925,12 +950,58 @@ def _host_port(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+# How often --state writes the totalizers: a killed simulator forgets at
+# most the fills of the last seconds, like a pump's slow EEPROM write
+STATE_SAVE_INTERVAL = 2.0
+
+
+def load_totals(pumps: Sequence[SimulatedPump], path: Path) -> None:
+    """Set the pumps' totalizers from a state file written by save_totals
+    (a missing file leaves them at zero): a real pump keeps them in
+    non-volatile memory, so a restarted demo station continues its
+    totalizers instead of starting again from zero"""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return
+    for pump in pumps:
+        for nozzle, (volume, amount) in data.get(pump.name, {}).items():
+            if int(nozzle) in pump.totals:
+                pump.totals[int(nozzle)] = [Decimal(volume), Decimal(amount)]
+
+
+def save_totals(pumps: Sequence[SimulatedPump], path: Path) -> None:
+    "Write the pumps' totalizers to path atomically, as decimal strings"
+    data = {
+        pump.name: {
+            str(nozzle): [str(volume), str(amount)]
+            for nozzle, (volume, amount) in pump.totals.items()}
+        for pump in pumps}
+    temporary = path.with_name(path.name + '.tmp')
+    temporary.write_text(json.dumps(data, indent=1))
+    os.replace(temporary, path)
+
+
+async def _keep_totals(
+        pumps: Sequence[SimulatedPump], path: Path) -> None:
+    try:
+        while True:
+            await asyncio.sleep(STATE_SAVE_INTERVAL)
+            save_totals(pumps, path)
+    finally:
+        save_totals(pumps, path)
+
+
 async def serve(
         pumps: Sequence[SimulatedPump], udp: tuple[str, int] | None,
         tcp: tuple[str, int] | None, *, pty: bool = False,
         faults: Faults | None = None,
-        auto_fill_every: float | None = None, seed: int = 0) -> None:
+        auto_fill_every: float | None = None, seed: int = 0,
+        state: Path | None = None) -> None:
     "Serve until cancelled (Ctrl-C)"
+    if state is not None:
+        load_totals(pumps, state)
+        keeper = asyncio.create_task(_keep_totals(pumps, state))
     async with PumpServer(pumps, faults) as server:
         if udp is not None:
             print('DART line on udp:%s:%s' % await server.start_udp(*udp),
@@ -940,11 +1011,17 @@ async def serve(
                 flush=True)
         if pty:
             print(f'DART line on pty:{await server.start_pty()}', flush=True)
-        if auto_fill_every is None:
-            await asyncio.Event().wait()
-        else:
-            station = SimulatedStation(pumps, auto_fill_every, seed=seed)
-            await station.run()
+        try:
+            if auto_fill_every is None:
+                await asyncio.Event().wait()
+            else:
+                station = SimulatedStation(pumps, auto_fill_every, seed=seed)
+                await station.run()
+        finally:
+            if state is not None:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
 
 
 def _rate(text: str) -> float:
@@ -959,6 +1036,10 @@ def _positive(text: str) -> Decimal:
     if not value.is_finite() or value <= 0:
         raise argparse.ArgumentTypeError(f"{text}: not a positive number")
     return value
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -982,6 +1063,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--crc-error-rate', type=_rate, default=0.0)
     parser.add_argument('--drop-rate', type=_rate, default=0.0)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument(
+        '--state', type=Path, metavar='FILE',
+        help="keep the totalizers in FILE across restarts (JSON)")
     parser.add_argument('-v', '--verbose', action='store_true')
     args = parser.parse_args(argv)
     if args.udp is None and args.tcp is None and not args.pty:
@@ -999,13 +1083,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         faults = Faults(
             crc_error_rate=args.crc_error_rate, drop_rate=args.drop_rate,
             seed=args.seed)
+    # SIGTERM (./fuel up stopping its children) ends like Ctrl-C: the
+    # tasks are cancelled, so --state is written one last time
+    signal.signal(signal.SIGTERM, _interrupt)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     try:
         asyncio.run(serve(
             pumps, args.udp, args.tcp, pty=args.pty, faults=faults,
-            auto_fill_every=args.auto_fill_every, seed=args.seed))
+            auto_fill_every=args.auto_fill_every, seed=args.seed,
+            state=args.state))
     except KeyboardInterrupt:
         logger.info("stopped")
     return 0

@@ -40,7 +40,13 @@ from iot_box.config import (
 )
 from iot_box.drivers.dispenser.dart import CONFIRM_POLLS
 from iot_box.events import AlarmCode, EventKind
-from iot_box.protocols.dart import Command, PumpStatus
+from iot_box.protocols.dart import (
+    CD1Command,
+    Command,
+    Direction,
+    PumpStatus,
+    decode_transactions,
+)
 from iot_box.simulators.dart_pump import (
     Faults,
     PumpServer,
@@ -511,6 +517,118 @@ def test_fallback_disabled_authorises_nothing(
             st.pumps[0].lift(1)
             await asyncio.sleep(0.3)
             assert st.pumps[0].status is PumpStatus.RESET
+
+    run(main())
+
+
+# --- the box restarted mid-fill ---------------------------------------------
+
+def test_box_restarted_mid_fill_closes_the_sale_and_serves_the_line(
+        tmp_path: pathlib.Path, server: FakeServer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The box stops dead mid-fill (no chance to close anything) and is
+    started again on the same outbox after the nozzle was hung: the sale
+    is recorded once, on its nozzle, at the price the pump sold at, with
+    the whole volume; and the other pump of the line, which the restarted
+    box's first block reaches with the same sequence and content as the
+    last block it received, is still served"""
+    caplog.set_level(logging.INFO)
+    server.policy = {**POLICY, 'max_amount': '150.00'}  # 12.5 L fit
+    prices = {1: '7.990', 2: '8.090', 3: '6.500', 4: '9.990'}
+    server.nozzles = [
+        {**n, 'unit_price': D(prices[n['station_number']])}
+        for n in nozzles_answer()]
+
+    async def main() -> None:
+        pumps = demo_pumps(2, 2)
+        pump1, pump2 = pumps
+        async with PumpServer(pumps) as line:
+            _, port = await line.start_udp()
+            config = box_config(tmp_path, server.url, port)
+
+            async def start() -> Station:
+                app = App(config, timing=TIMING)
+                st = Station(app, asyncio.create_task(app.run()), pumps,
+                    server)
+                await st.until(lambda: app.status_server is not None)
+                return st
+
+            # an earlier run programmed the pumps
+            st = await start()
+            await st.until(lambda: all(
+                    p.status is PumpStatus.RESET for p in pumps))
+            st.app.stop()
+            await asyncio.wait_for(st.task, STEP_TIMEOUT)
+
+            # this run finds them programmed: RETURN_STATUS is all it
+            # sends to pump 0x51 (its last block, as the next run's first)
+            st = await start()
+            await st.until(lambda: all(
+                    d.pump_status is PumpStatus.RESET
+                    for d in st.app.drivers.values()))
+            pump1.lift(2)
+            await st.until(lambda: pump1.status is PumpStatus.AUTHORIZED)
+            for _ in range(10):
+                pump1.tick(FLOW)
+                await asyncio.sleep(0.01)
+            # dead: its tasks end where they are, nothing closes the sale
+            st.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(st.task, STEP_TIMEOUT)
+            assert not st.completed()
+            pump1.tick(D('7.500'))  # the pump goes on without the box
+            pump1.hang()
+            assert pump1.status is PumpStatus.FILLING_COMPLETED
+            # meanwhile the price of nozzle 2 changed on the server
+            server.nozzles = [
+                {**n, 'unit_price': D('8.190')} if n['station_number'] == 2
+                else n for n in server.nozzles]
+
+            # what the next run sends first is what pump 0x51 last
+            # received: it is ACKed and taken for a repeat
+            last = pump2._last_received
+            assert last is not None and last.seq == 0
+            assert decode_transactions(
+                last, Direction.MASTER_TO_PUMP) == (
+                CD1Command(Command.RETURN_STATUS),)
+            caplog.clear()
+            st = await start()
+            try:
+                await st.until(lambda: pump1.status is PumpStatus.RESET)
+                await st.until(
+                    lambda: st.completed() and not st.app.outbox.depth())
+                sale, = st.completed()
+                payload = sale['payload']
+                assert sale['device'] == 'pump-1'
+                assert (payload['nozzle'], payload['station_nozzle']) == (
+                    2, 2)
+                assert payload['volume'] == D('12.500')
+                assert payload['amount'] == D('101.13')
+                # the price the pump sold at, not the server's new one
+                assert payload['unit_price'] == D('8.090')
+                assert payload['totalizer_volume'] == pump1.totals[2][0]
+                assert 'unknown nozzle' not in caplog.text
+                assert "differ from the pump's {}" not in caplog.text
+                assert "differ from the pump's {2: Decimal('8.090')}" in (
+                    caplog.text)
+
+                # the other pump of the line answers the restarted box
+                await st.until(lambda: st.app.drivers['pump-2'].pump_status
+                    is PumpStatus.RESET)
+                await st.sale(pump2, 2, 2)
+                await st.until(lambda: len(st.completed()) == 2)
+                # its first block was taken for a repeat: asked again
+                assert 'pump-2: no status 3 polls after it was asked' in (
+                    caplog.text)
+                second = st.completed()[1]['payload']
+                assert second['station_nozzle'] == 4
+                assert second['volume'] == D('1.000')
+                assert second['unit_price'] == D('9.990')
+                await asyncio.sleep(0.2)  # nothing more comes
+                assert len(st.completed()) == 2
+            finally:
+                st.app.stop()
+                await asyncio.wait_for(st.task, STEP_TIMEOUT)
 
     run(main())
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import pathlib
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
@@ -28,7 +29,7 @@ from iot_box.interfaces.tcp import TcpTransport
 from iot_box.interfaces.transport import Transport
 from iot_box.interfaces.udp import UdpTransport
 from iot_box.outbox import Outbox
-from iot_box.protocols.dart import ControlType, PumpStatus
+from iot_box.protocols.dart import ControlType, DC3PriceNozzle, PumpStatus
 from iot_box.simulators.dart_pump import PumpServer, SimulatedPump
 
 D = Decimal
@@ -331,6 +332,84 @@ def test_restart_does_not_duplicate_the_sale(tmp_path) -> None:
                 "reset by the restarted driver")
             await poll(restarted, 3)
             assert len(line_.events(EventKind.TRANSACTION_COMPLETED)) == 1
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+@pytest.mark.parametrize('with_dc3', [True, False])
+def test_restarted_mid_fill_finds_the_nozzle_and_price_of_the_sale(
+        tmp_path, caplog, with_dc3: bool) -> None:
+    """A driver restarted mid-fill did not see the nozzle lifted: it takes
+    the nozzle and the price sold at from the DC3 the pump reports with
+    the filling information, or, from a pump that reports no DC3, from the
+    one nozzle whose totals grew since those it stored"""
+    caplog.set_level(logging.INFO, logger='iot_box.drivers')
+
+    async def main() -> None:
+        async with line(tmp_path) as line_:
+            pump, driver = line_.pump, await started(line_)
+            stored = line_.outbox.command_result
+            # the totals of an idle pump, kept for a later restart
+            await until(
+                driver, lambda: stored('driver:pump-1:totals') is not None,
+                "totals stored")
+            if not with_dc3:
+                report = pump._report
+                pump._report = lambda m: None if isinstance(
+                    m, DC3PriceNozzle) else report(m)
+            pump.lift(2)
+            driver.authorize(2, 'auth-1')
+            await until(
+                driver, lambda: pump.status is PumpStatus.AUTHORIZED,
+                "authorised")
+            pump.tick(D('1.000'))
+            await poll(driver)
+            del driver  # killed mid-fill
+            pump.tick(D('0.500'))
+            pump.hang()
+            restarted = await line_.driver()
+            await until(
+                restarted, lambda: pump.status is PumpStatus.RESET,
+                "closed by the restarted driver")
+            sale, = line_.events(EventKind.TRANSACTION_COMPLETED)
+            payload = sale.payload
+            assert (payload['nozzle'], payload['station_nozzle']) == (2, 12)
+            assert payload['volume'] == D('1.500')
+            assert payload['amount'] == D('12.18')
+            assert payload['unit_price'] == PRICES[2]
+            assert payload['totalizer_volume'] == D('1.500')
+            assert ('as the pump reports it' if with_dc3 else
+                'the only one whose totals grew') in caplog.text
+            # the totals after the sale, stored with it
+            assert stored('driver:pump-1:totals') == {
+                '1': [D('0.000'), D('0.00')], '2': [D('1.500'), D('12.18')]}
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_restarted_driver_asks_again_a_status_taken_for_a_repeat(
+        tmp_path) -> None:
+    """A restarted master starts again at block sequence 0: a pump whose
+    last block received was the same RETURN_STATUS at sequence 0 ACKs it
+    as a repeat and executes nothing; the status is asked again"""
+    async def main() -> None:
+        async with line(tmp_path) as line_:
+            pump = line_.pump
+            await started(line_)
+            # a run that found the pump programmed sent it only this
+            second = await line_.driver()
+            await until(
+                second, lambda: second.point.state is FPState.IDLE, "idle")
+            assert pump._last_received is not None
+            assert pump._last_received.seq == 0
+            third = await line_.driver()
+            polls = await until(
+                third, lambda: third.pump_status is PumpStatus.RESET,
+                "status known")
+            assert polls > 3  # asked again
+            pump.lift(1)
+            third.authorize(1, 'auth-1')
+            await until(
+                third, lambda: pump.status is PumpStatus.AUTHORIZED,
+                "authorised")
     asyncio.run(asyncio.wait_for(main(), 10))
 
 

@@ -50,7 +50,9 @@ from iot_box.simulators.dart_pump import (
     SimulatedStation,
     auto_fill,
     demo_pumps,
+    load_totals,
     run_flow,
+    save_totals,
 )
 
 D = Decimal
@@ -141,8 +143,10 @@ def test_typical_sale():
     master.send(
         CD1Command(Command.RETURN_FILLING_INFORMATION),
         CD101RequestTotals(1))
+    # the filling: volume and amount, its nozzle and the price sold at
     assert master.poll() == (
         DC2FilledVolumeAmount(D('25.340'), D('199.93')),
+        DC3PriceNozzle(D('7.890'), 1, False),
         DC101Totals(1, D('25.340'), D('199.93')))
     master.send(CD1Command(Command.RESET))
     assert master.poll() == (DC1Status(PumpStatus.RESET),)
@@ -161,7 +165,8 @@ def test_totalizers_advance_by_exactly_the_sale():
         pump.hang()
         master.poll()
         master.send(CD1Command(Command.RETURN_FILLING_INFORMATION))
-        (final,) = master.poll()
+        final, dc3 = master.poll()
+        assert dc3 == DC3PriceNozzle(PRICES.prices[nozzle - 1], nozzle, False)
         assert isinstance(final, DC2FilledVolumeAmount)
         # the amount is computed from the whole volume, never summed
         price = PRICES.prices[nozzle - 1]
@@ -426,7 +431,8 @@ def test_power_loss_mid_fill_keeps_the_filling():
     assert pump.prices == dict(enumerate(PRICES.prices, 1))
     master.send(CD1Command(Command.RETURN_FILLING_INFORMATION))
     assert master.poll() == (
-        DC2FilledVolumeAmount(D('1.500'), D('12.18')),)
+        DC2FilledVolumeAmount(D('1.500'), D('12.18')),
+        DC3PriceNozzle(D('8.120'), 2, True))
 
 
 def test_auto_fill_and_run_flow_in_real_time():
@@ -525,3 +531,45 @@ def test_command_line_serves_a_pty():
             process.wait(timeout=5)
         process.stdout.close()
         process.stderr.close()
+
+
+def test_totals_survive_a_restart(tmp_path: pathlib.Path) -> None:
+    "--state: a restarted simulator goes on from its totalizers"
+    state = tmp_path / 'pumps.json'
+    pumps = demo_pumps(2)
+    pumps[1].totals[2] = [Decimal('1234.567'), Decimal('9876.54')]
+    load_totals(pumps, state)  # no file yet: unchanged
+    assert pumps[1].totals[2] == [Decimal('1234.567'), Decimal('9876.54')]
+    save_totals(pumps, state)
+
+    restarted = demo_pumps(2)
+    load_totals(restarted, state)
+    assert restarted[1].totals == pumps[1].totals
+    assert restarted[0].totals[1] == [Decimal(0), Decimal(0)]
+    assert isinstance(restarted[1].totals[2][0], Decimal)
+
+
+def test_command_line_keeps_state_on_sigterm(tmp_path: pathlib.Path) -> None:
+    "--state FILE: totals loaded at start and written when terminated"
+    state = tmp_path / 'pumps.json'
+    pumps = demo_pumps(1)
+    pumps[0].totals[1] = [D('500.000'), D('3945.00')]
+    save_totals(pumps, state)
+    process = subprocess.Popen(
+        [sys.executable, '-m', 'iot_box.simulators.dart_pump',
+            '--udp', '127.0.0.1:0', '--pumps', '1', '--state', str(state)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True, env={**os.environ, 'PYTHONPATH': str(ROOT)})
+    try:
+        assert process.stdout.readline().startswith('DART line on udp:')
+        state.unlink()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=5) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+        process.stdout.close()
+    restarted = demo_pumps(1)
+    load_totals(restarted, state)
+    assert restarted[0].totals[1] == [D('500.000'), D('3945.00')]

@@ -314,6 +314,35 @@ def test_append_once_stores_the_event_and_its_key_together(
             outbox.append_many([], done_key='')
 
 
+def test_put_replaces_and_goes_with_the_event(db: pathlib.Path) -> None:
+    "State kept across restarts: replaced, unlike a command's result"
+    totals = 'driver:pump-1:totals'
+    with Outbox(db) as outbox:
+        outbox.put(totals, {'1': [Decimal('1.000'), Decimal('7.89')]})
+        outbox.put(totals, {'1': [Decimal('2.000'), Decimal('15.78')]})
+        assert outbox.command_result(totals) == {
+            '1': [Decimal('2.000'), Decimal('15.78')]}
+        event = outbox.append_once(
+            EventKind.TRANSACTION_COMPLETED, 'pump-1', T0, sale(),
+            key='pump-1:sale:3', put={totals: {'1': [Decimal('3.000')]}})
+        assert event is not None
+        assert outbox.command_result(totals) == {'1': [Decimal('3.000')]}
+        # a sale already recorded stores nothing, its state neither
+        assert outbox.append_once(
+            EventKind.TRANSACTION_COMPLETED, 'pump-1', T0, sale(),
+            key='pump-1:sale:3', put={totals: {}}) is None
+        assert outbox.command_result(totals) == {'1': [Decimal('3.000')]}
+        # one transaction: an event that fails stores no state
+        with pytest.raises(TypeError):
+            outbox.append_once(
+                EventKind.TRANSACTION_COMPLETED, 'pump-1', T0, sale(),
+                key='pump-1:sale:4', put={totals: {'bad': object()}})
+        assert outbox.command_result(totals) == {'1': [Decimal('3.000')]}
+        assert outbox.depth() == 1
+        with pytest.raises(ValueError):
+            outbox.put('', {})
+
+
 def test_append_once_failing_midway_stores_neither(db: pathlib.Path) -> None:
     "The key's result cannot be encoded after the event was inserted"
     with Outbox(db) as outbox:

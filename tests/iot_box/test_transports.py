@@ -111,6 +111,7 @@ async def sale_over_the_line(master: LineMaster, server: PumpServer) -> None:
         CD101RequestTotals(2))
     assert await master.poll(0x51) == (
         DC2FilledVolumeAmount(D('12.345'), D('100.24')),
+        DC3PriceNozzle(D('8.120'), 2, False),
         DC101Totals(2, D('12.345'), D('100.24')))
     assert await master.poll(0x50) == ()  # the other pump saw nothing
     assert server.pumps[0x50].status is PumpStatus.NOT_PROGRAMMED

@@ -27,15 +27,24 @@ block's sequence after a block; DATA or EOT after POLL): frames for other
 pumps on a shared line, and late answers to an earlier exchange, are
 ignored without touching the sequence or ACK state.
 
-Behaviour (DART_NOTES.md, "Typical sale"): at start CD1 RETURN_STATUS;
+Behaviour (DART_NOTES.md, "Typical sale"): at start CD1 RETURN_STATUS
+(asked again if no DC1 follows within `STATUS_RETRY_POLLS` polls: a
+restarted master starts again at sequence 0, and a pump whose last block
+received had that sequence and content ACKs it as a repeat and executes
+nothing);
 NOT_PROGRAMMED -> CD5 prices + RESET; DC3 nozzle-out changes -> nozzle_up
 / nozzle_down events (DC3 of nozzles not configured are ignored); DC2
 while filling -> running_total (rate-limited); FILLING_COMPLETED /
 MAX_REACHED -> CD1 RETURN_STATUS + RETURN_FILLING_INFORMATION + CD101 for
 every configured nozzle -> one transaction_completed event -> CD5 if a
-price change waited -> RESET.  If the status read back is no longer an
-ended sale, the end of sale was stale (a late DC1 after our RESET) and
-nothing is recorded.
+price change waited -> RESET.  The sale's nozzle and unit price are those
+the pump reports in DC3 with the filling information (the simulator's
+assumption), else the nozzle seen out when it was authorised; a driver
+restarted mid-sale saw no lift: from a pump that reports no DC3 it takes
+the one nozzle whose DC101 totals grew since those stored with the last
+sale (or read while the pump was idle), at the price last known.  If the
+status read back is no longer an ended sale, the end of sale was stale (a
+late DC1 after our RESET) and nothing is recorded.
 
 A completed sale is recorded once: the event and its key (device, the
 totals of all nozzles after it, its volume and amount) are stored in ONE
@@ -135,6 +144,12 @@ CONFIRM_POLLS = 3
 # Polls without the final filling information and totals of a closing
 # sale before they are asked again (their block or its answer was lost).
 CLOSE_RETRY_POLLS = 5
+# Answered polls after the ACK of a RETURN_STATUS without any DC1 before
+# the status is asked again: a pump answers it at the next POLL, or the
+# one after if a block of its own was in flight; none means the pump took
+# the block for a repeat (a restarted master starts again at sequence 0,
+# and the pump may have received a block of that sequence last)
+STATUS_RETRY_POLLS = 3
 # Running totals go to the server at most this often per pump: enough for
 # a live display, a tiny share of the uplink.
 RUNNING_TOTAL_INTERVAL = 1.0
@@ -146,6 +161,9 @@ PRICES_ACCEPTED = frozenset({
     PumpStatus.NOT_PROGRAMMED, PumpStatus.RESET,
     PumpStatus.FILLING_COMPLETED, PumpStatus.MAX_REACHED,
     PumpStatus.SWITCHED_OFF})
+# Statuses with no sale going on or waiting to be closed
+IDLE = frozenset({
+    PumpStatus.NOT_PROGRAMMED, PumpStatus.RESET, PumpStatus.SWITCHED_OFF})
 # Version of the payloads this driver writes
 PAYLOAD_VERSION = EVENT_VERSION
 
@@ -193,6 +211,8 @@ class _Sale:
     closing: bool = False  # filling info and totals asked
     closing_polls: int = 0  # polls since they were asked
     final: DC2FilledVolumeAmount | None = None
+    # the DC3 (nozzle, price) reported with the final filling information
+    reported: tuple[int, Decimal] | None = None
     totals: dict[int, DC101Totals] = field(default_factory=dict)
 
 
@@ -200,7 +220,14 @@ class DartDispenserDriver:
     """The master for one DART pump address
 
     prices: the unit prices to program a NOT_PROGRAMMED pump with (from the
-    server's setup answer), keyed by DART nozzle number 1..N."""
+    server's setup answer), keyed by DART nozzle number 1..N; without them,
+    those last programmed (kept in the outbox, `prices_key`).
+
+    Kept in the outbox's key-value store across restarts: the prices last
+    programmed and their price set (`prices_key`), and every nozzle's
+    totals after the last sale recorded or when the pump was last seen
+    idle (`totals_key`), to tell on which nozzle a sale the driver did not
+    see started was made."""
 
     def __init__(
             self, config: DispenserConfig, transport: Transport,
@@ -222,8 +249,23 @@ class DartDispenserDriver:
         self.transport = transport
         self.outbox = outbox
         self.params = params
-        self.prices: dict[int, Decimal] = dict(prices or {})
-        self.price_set_id = price_set_id
+        self.prices_key = f'driver:{self.device}:prices'
+        self.totals_key = f'driver:{self.device}:totals'
+        stored = outbox.command_result(self.prices_key) or {}
+        stored_prices = {
+            int(n): Decimal(p) for n, p in stored.get('prices', {}).items()
+            if int(n) in self.nozzles}
+        self.prices: dict[int, Decimal] = (
+            dict(prices) if prices is not None else dict(stored_prices))
+        self.price_set_id = price_set_id if prices is not None else (
+            stored.get('price_set_id'))
+        # the totals (volume, amount) of each nozzle after the last sale
+        self._baseline: dict[int, tuple[Decimal, Decimal]] = {
+            int(n): (Decimal(v), Decimal(a)) for n, (v, a) in (
+                outbox.command_result(self.totals_key) or {}).items()}
+        # without them, the totals are asked once the pump is idle
+        self._baseline_wanted = not self._baseline
+        self._idle_totals: dict[int, DC101Totals] = {}
         self.response_timeout = response_timeout
         self.running_total_interval = running_total_interval
         self._clock = clock
@@ -231,7 +273,9 @@ class DartDispenserDriver:
 
         self.pump_status: PumpStatus | None = None
         self.nozzle_out: int | None = None  # the nozzle out, if any
-        self.reported_prices: dict[int, Decimal] = {}  # from DC3
+        # the prices the pump holds as far as known: last programmed (also
+        # by an earlier run), then as reported in DC3
+        self.reported_prices: dict[int, Decimal] = dict(stored_prices)
         self._splitter = FrameSplitter()
         self._deadline = 0.0  # of the exchange under way (loop time)
         self._tx_seq = 0
@@ -248,7 +292,14 @@ class DartDispenserDriver:
         self._prices_queued = False
         self._confirming: list[_Confirm] = []
         self._resync = False  # a block failed: ask the pump's status
+        # answered polls since a RETURN_STATUS was ACKed without a DC1
+        self._status_polls: int | None = None
         self.missed_polls = 0
+
+    @property
+    def pump_prices(self) -> dict[int, Decimal]:
+        "The unit prices the pump holds, as far as the driver knows them"
+        return {**self.prices, **self.reported_prices}
 
     # --- server commands ----------------------------------------------
 
@@ -414,9 +465,14 @@ class DartDispenserDriver:
         def on_ack() -> None:
             self._prices_queued = False
             self.prices = prices
+            self.reported_prices = dict(prices)
             if commands:
                 self.price_set_id = price_set
             logger.info("%s: prices %s programmed", self.device, prices)
+            # a restarted driver knows them without waiting for DC3s
+            self.outbox.put(self.prices_key, {
+                'prices': {str(n): p for n, p in prices.items()},
+                'price_set_id': self.price_set_id})
             for command_id in commands:
                 self._done(command_id, {
                     'version': PAYLOAD_VERSION, 'status': 'applied',
@@ -506,6 +562,11 @@ class DartDispenserDriver:
             reply = await self._receive_frame(answer)
             if reply is not None and reply.kind is ControlType.ACK:
                 self._tx_seq = next_seq(seq)
+                if any(
+                        isinstance(m, CD1Command)
+                        and m.command is Command.RETURN_STATUS
+                        for m in block.messages):
+                    self._status_polls = 0  # a DC1 must follow
                 if block.on_ack is not None:
                     block.on_ack()
                 return True
@@ -615,6 +676,17 @@ class DartDispenserDriver:
             else:
                 logger.debug("%s: no answer to POLL", self.device)
         self._confirm_polled()
+        if self._status_polls is not None and answered:
+            self._status_polls += 1
+            if self._status_polls >= STATUS_RETRY_POLLS:
+                # ACKed and not executed: taken for a repeat of the last
+                # block it received (same sequence), e.g. by a pump whose
+                # master restarted; a new block has the next sequence
+                logger.warning(
+                    "%s: no status %s polls after it was asked: asked "
+                    "again", self.device, self._status_polls)
+                self._status_polls = None
+                self.request_status()
         if self._sale.closing and answered:
             self._sale.closing_polls += 1
             if self._sale.closing_polls >= CLOSE_RETRY_POLLS:
@@ -667,6 +739,7 @@ class DartDispenserDriver:
                 self._maybe_finish_sale()
             else:
                 logger.info("%s: totals %s", self.device, message)
+                self._idle_total(message)
         elif isinstance(message, DC5Alarm):
             logger.warning("%s: alarm %s", self.device, message.alarm)
             self._event(EventKind.ALARM, {'code': message.alarm})
@@ -674,6 +747,7 @@ class DartDispenserDriver:
             logger.info("%s: %s", self.device, message)
 
     def _status(self, status: PumpStatus) -> None:
+        self._status_polls = None
         old, self.pump_status = self.pump_status, status
         if old is not status:
             logger.info(
@@ -701,6 +775,18 @@ class DartDispenserDriver:
                 self.device, self._sale.nozzle)
             self._sale = _Sale()
             self._last_running_total = None
+            self._baseline_wanted = True  # the totals grew by a lost sale
+        if status is PumpStatus.NOT_PROGRAMMED:
+            self.reported_prices.clear()  # a reset pump has no prices
+        if self._baseline_wanted and status in IDLE and not (
+                self._sale.closing or self._sale.nozzle is not None):
+            # no sale pending: the totals now are those after the last
+            # sale (a sale made while the driver was not running is closed
+            # first: the pump stays in FILLING_COMPLETED until our RESET)
+            self._baseline_wanted = False
+            self._idle_totals.clear()
+            self._queue.append(_Block(tuple(
+                CD101RequestTotals(n) for n in sorted(self.nozzles))))
         if status is PumpStatus.NOT_PROGRAMMED and not self._programming:
             block = self._price_block()
             if block is not None:
@@ -755,9 +841,18 @@ class DartDispenserDriver:
                 "%s: DC3 of nozzle %s, not configured: ignored",
                 self.device, message.nozzle)
             return
-        if message.nozzle:
+        if message.nozzle and message.price:
             self.reported_prices[message.nozzle] = message.price
+        sale = self._sale
+        if sale.closing and sale.final is not None and message.nozzle:
+            # with the final filling information: the sale's nozzle and
+            # the price it was sold at, as the pump reports them
+            sale.reported = (message.nozzle, message.price)
         new = message.nozzle if message.nozzle_out else None
+        if new is None and message.nozzle and (
+                self.nozzle_out not in (None, message.nozzle)):
+            # "nozzle n is in" says nothing of another nozzle that is out
+            new = self.nozzle_out
         old, self.nozzle_out = self.nozzle_out, new
         if old is not None and old != new:
             self._event(EventKind.NOZZLE_DOWN, self._nozzle_payload(old))
@@ -773,6 +868,7 @@ class DartDispenserDriver:
         self._sale.closing = True
         self._sale.closing_polls = 0
         self._sale.final = None
+        self._sale.reported = None
         self._sale.totals.clear()
         # the status first: if the pump is no longer in an ended sale (a
         # stale DC1 started this), the closing is dropped before the DC2
@@ -780,6 +876,55 @@ class DartDispenserDriver:
             (CD1Command(Command.RETURN_STATUS),
                 CD1Command(Command.RETURN_FILLING_INFORMATION))
             + tuple(CD101RequestTotals(n) for n in sorted(self.nozzles))))
+
+    def _sale_nozzle(self, sale: _Sale) -> tuple[int | None, Decimal | None]:
+        """The nozzle of an ended sale and its unit price: as seen lifted
+        when it was authorised, else as the pump reported it with the
+        filling information (DC3), else the one nozzle whose totals grew
+        since the last sale recorded (a driver restarted mid-sale did not
+        see the lift); the price the pump reported, else the one known"""
+        reported = sale.reported
+        if reported is not None and reported[0] not in self.nozzles:
+            reported = None
+        if sale.nozzle is not None:
+            if reported is None:
+                return sale.nozzle, sale.unit_price or self._price_of(
+                    sale.nozzle)
+            if reported[0] == sale.nozzle:
+                return sale.nozzle, reported[1] or sale.unit_price
+            logger.warning(
+                "%s: sale seen on nozzle %s, the pump reports nozzle %s: "
+                "as the pump says", self.device, sale.nozzle, reported[0])
+        if reported is not None:
+            logger.info(
+                "%s: sale on nozzle %s at %s, as the pump reports it",
+                self.device, reported[0], reported[1])
+            return reported[0], reported[1] or self._price_of(reported[0])
+        grown = [
+            n for n, t in sorted(sale.totals.items())
+            if n in self._baseline
+            and t.volume_total != self._baseline[n][0]]
+        if len(grown) == 1 and set(self._baseline) == set(self.nozzles):
+            nozzle = grown[0]
+            logger.info(
+                "%s: sale on nozzle %s, the only one whose totals grew",
+                self.device, nozzle)
+            return nozzle, self._price_of(nozzle)
+        return None, None
+
+    def _idle_total(self, message: DC101Totals) -> None:
+        "Totals asked while no sale was pending: kept once all came"
+        if message.counter not in self.nozzles:
+            return
+        self._idle_totals[message.counter] = message
+        if set(self._idle_totals) != set(self.nozzles):
+            return
+        self._baseline = {
+            n: (t.volume_total, t.amount_total)
+            for n, t in self._idle_totals.items()}
+        self._idle_totals.clear()
+        self.outbox.put(self.totals_key, {
+            str(n): list(t) for n, t in self._baseline.items()})
 
     def _maybe_finish_sale(self) -> None:
         sale = self._sale
@@ -791,7 +936,7 @@ class DartDispenserDriver:
                 f'{t.volume_total}/{t.amount_total}'
                 for _, t in sorted(sale.totals.items())),
             str(final.volume), str(final.amount)])
-        nozzle = sale.nozzle
+        nozzle, unit_price = self._sale_nozzle(sale)
         totals = sale.totals.get(nozzle) if nozzle else None
         if nozzle is None:
             logger.warning(
@@ -801,17 +946,25 @@ class DartDispenserDriver:
             'version': PAYLOAD_VERSION, 'pump_address': self.address,
             **self._nozzle_payload(nozzle),
             'volume': final.volume, 'amount': final.amount,
-            'unit_price': sale.unit_price,
+            'unit_price': unit_price,
             'totalizer_volume': totals.volume_total if totals else None,
             'totalizer_amount': totals.amount_total if totals else None,
             'price_set_id': self.price_set_id}
-        # the event and its key in one transaction: never twice
+        baseline = {
+            n: (t.volume_total, t.amount_total)
+            for n, t in sale.totals.items()}
+        stored_totals = {str(n): list(t) for n, t in baseline.items()}
+        # the event, its key and the totals after it in one transaction:
+        # never twice, and a restarted driver compares with these totals
         event = self.outbox.append_once(
             EventKind.TRANSACTION_COMPLETED, self.device,
             dt.datetime.now(dt.UTC), payload, key=key,
-            result={'recorded': True})
+            result={'recorded': True},
+            put={self.totals_key: stored_totals})
+        self._baseline = baseline
         if event is None:
             logger.info("%s: sale %s already recorded", self.device, key)
+            self.outbox.put(self.totals_key, stored_totals)
         else:
             logger.info(
                 "%s: sale on nozzle %s: %s for %s (seq %s)", self.device,
