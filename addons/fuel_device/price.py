@@ -49,20 +49,25 @@ class PriceSet(metaclass=PoolMeta):
                         ])
                 payloads = {}
                 for box in boxes:
-                    station = box.station
-                    if station not in payloads:
-                        payloads[station] = price.push_payload(station)
-                    payload = payloads[station]
+                    # a box drives the dispensers its devices are linked
+                    # to; one not linked yet gets the whole station
+                    dispensers = frozenset(
+                        d.dispenser for d in box.devices if d.dispenser)
+                    key = (box.station, dispensers)
+                    if key not in payloads:
+                        payloads[key] = price.push_payload(
+                            box.station, dispensers or None)
+                    payload = payloads[key]
                     if payload['nozzles']:
                         commands.append(
                             Command.prepare(box, 'price_change', payload))
             Command.save(commands)
         return commands
 
-    def push_payload(self, station):
+    def push_payload(self, station, dispensers=None):
         """The price_change payload of the set for station: every nozzle
-        whose grade the set prices, at the unit price in force at the
-        effective date"""
+        (of dispensers, if given) whose grade the set prices, at the unit
+        price in force at the effective date"""
         pool = Pool()
         Line = pool.get('fuel.station.price.line')
         exp = Decimal(1).scaleb(-Line.unit_price.digits[1])
@@ -70,6 +75,8 @@ class PriceSet(metaclass=PoolMeta):
         nozzles = []
         for nozzle in sorted(station.nozzles, key=lambda n: n.station_number):
             if nozzle.grade not in grades:
+                continue
+            if dispensers is not None and nozzle.dispenser not in dispensers:
                 continue
             _, unit_price = self.get_price(
                 station, nozzle.grade, self.effective_date)

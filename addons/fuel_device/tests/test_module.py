@@ -293,6 +293,48 @@ class FuelDeviceTestCase(
                 'The identifier of a device must be unique on its box.')
 
     @with_transaction()
+    def test_price_push_dispensers_of_the_box(self):
+        """Test a box whose devices are linked to dispensers gets the
+        prices of those dispensers' nozzles only"""
+        pool = Pool()
+        Command = pool.get('fuel.device.command')
+        Device = pool.get('fuel.device.device')
+        Dispenser = pool.get('fuel.station.dispenser')
+        Nozzle = pool.get('fuel.station.nozzle')
+        Price = pool.get('fuel.station.price')
+        company = create_company()
+        with set_company(company):
+            station = create_station_with_price(company, 'S1')
+            nozzle_1, = station.nozzles
+            island_2, = Dispenser.create([{
+                        'station': station.id, 'name': "Island 2",
+                        'protocol': 'dart', 'connection': 'udp',
+                        'host': '127.0.0.1', 'port': 5001,
+                        'bus_address': 0x51,
+                        }])
+            Nozzle.create([{
+                        'station': station.id, 'dispenser': island_2.id,
+                        'number': 1, 'station_number': 2,
+                        'grade': nozzle_1.grade.id, 'tank': nozzle_1.tank.id,
+                        }])
+            linked, _ = create_box(station, 'BOX-1')
+            Device.create([{
+                        'box': linked.id, 'kind': 'dispenser',
+                        'identifier': 'island-2', 'dispenser': island_2.id,
+                        }])
+            unlinked, _ = create_box(station, 'BOX-2')
+
+            Price.activate([create_price(company, nozzle_1.grade, '7.89')])
+
+            def numbers(box):
+                command, = Command.search([('box', '=', box.id)])
+                return [
+                    n['station_number']
+                    for n in command.to_json()['payload']['nozzles']]
+            self.assertEqual(numbers(linked), [2])
+            self.assertEqual(numbers(unlinked), [1, 2])
+
+    @with_transaction()
     def test_price_push(self):
         """Test an activated price set queues a price change for each
         active box of its stations, and the answer records what each
