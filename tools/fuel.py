@@ -43,10 +43,12 @@ ADMIN_PASSWORD_FILE = VAR / 'admin-password'
 # The simulated station of ./fuel up: the demo box's files (tools/demo.py
 # writes box.toml and box.key there) and its two DART pumps behind the
 # UDP gateway the demo data gives A01's islands; a customer comes about
-# every AUTO_FILL_EVERY seconds, so that fills arrive within a minute
+# every AUTO_FILL_EVERY seconds and fills 5-40 L at FLOW_RATE L/s, so that
+# fills arrive within a minute or so of the start
 BOX_DIR = VAR / 'box'
 DEMO_GATEWAY = '127.0.0.1:5001'
-AUTO_FILL_EVERY = '20'
+AUTO_FILL_EVERY = '15'
+FLOW_RATE = '1.5'
 # sao refuses a server of another major.minor; 8.0.11 is the last 8.0 on npm
 SAO_VERSION = '8.0.11'
 SAO_DIR = VAR / 'sao'
@@ -421,7 +423,7 @@ def start_station(children: Children) -> None:
     children['dart-simulator'] = subprocess.Popen(
         [venv_tool('python'), '-m', 'iot_box.simulators.dart_pump',
             '--udp', DEMO_GATEWAY, '--pumps', '2', '--nozzles', '2',
-            '--auto-fill-every', AUTO_FILL_EVERY,
+            '--auto-fill-every', AUTO_FILL_EVERY, '--flow-rate', FLOW_RATE,
             # the pumps' totalizers go on across restarts, as on a real pump
             '--state', str(BOX_DIR / 'pumps.json')],
         cwd=ROOT, process_group=0)
