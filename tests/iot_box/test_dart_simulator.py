@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tty
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -318,26 +319,34 @@ def test_nozzle_numbers_checked():
     assert [p.address for p in demo_pumps(3)] == [0x50, 0x51, 0x52]
 
 
-def test_command_line_serves_udp_until_ctrl_c():
-    "python -m iot_box.simulators.dart_pump answers a POLL, stops on SIGINT"
+@contextlib.contextmanager
+def simulator(*args: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """Run python -m iot_box.simulators.dart_pump on a free UDP port;
+    yield the process and the port, killed if still running at the end"""
     process = subprocess.Popen(
         [sys.executable, '-m', 'iot_box.simulators.dart_pump',
-            '--udp', '127.0.0.1:0', '--pumps', '2'],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            '--udp', '127.0.0.1:0', *args],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         text=True, env={**os.environ, 'PYTHONPATH': str(ROOT)})
     try:
+        assert process.stdout is not None
         line = process.stdout.readline()  # printed once bound
         assert line.startswith('DART line on udp:127.0.0.1:'), line
-        port = int(line.rsplit(':', 1)[1])
-        assert asyncio.run(_poll_udp(port, 0x51)) == encode_frame(0x51, 0x70)
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=5) == 0
+        yield process, int(line.rsplit(':', 1)[1])
     finally:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=5)
-        process.stdout.close()
-        process.stderr.close()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def test_command_line_serves_udp_until_ctrl_c():
+    "python -m iot_box.simulators.dart_pump answers a POLL, stops on SIGINT"
+    with simulator('--pumps', '2') as (process, port):
+        assert asyncio.run(_poll_udp(port, 0x51)) == encode_frame(0x51, 0x70)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=5) == 0
 
 
 async def _poll_udp(port: int, address: int) -> bytes:
@@ -555,21 +564,10 @@ def test_command_line_keeps_state_on_sigterm(tmp_path: pathlib.Path) -> None:
     pumps = demo_pumps(1)
     pumps[0].totals[1] = [D('500.000'), D('3945.00')]
     save_totals(pumps, state)
-    process = subprocess.Popen(
-        [sys.executable, '-m', 'iot_box.simulators.dart_pump',
-            '--udp', '127.0.0.1:0', '--pumps', '1', '--state', str(state)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        text=True, env={**os.environ, 'PYTHONPATH': str(ROOT)})
-    try:
-        assert process.stdout.readline().startswith('DART line on udp:')
+    with simulator('--pumps', '1', '--state', str(state)) as (process, _):
         state.unlink()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=5) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=5)
-        process.stdout.close()
     restarted = demo_pumps(1)
     load_totals(restarted, state)
     assert restarted[0].totals[1] == [D('500.000'), D('3945.00')]
