@@ -63,73 +63,105 @@ def run_sql(uri, sql):
         conn.execute(sql)
 
 
-@pytest.fixture(scope='session')
-def server(tmp_path_factory):
-    "The demo platform most system tests share"
-    with run_server(tmp_path_factory, 'systest') as running:
-        yield running
+@dataclass(frozen=True)
+class DemoDatabase:
+    name: str
+    password_file: pathlib.Path
+    # where the demo wrote the demo box's box.toml and box.key
+    box_dir: pathlib.Path
 
 
 @pytest.fixture(scope='session')
-def station_server(tmp_path_factory):
-    """A platform of its own for the station box tests: they change prices
-    and sell fuel, which the other tests must not see"""
-    with run_server(tmp_path_factory, 'station') as running:
-        yield running
-
-
-@contextlib.contextmanager
-def run_server(tmp_path_factory, name):
-    """Create a database with the demo data, run trytond on it, drop it
-    at the end"""
+def demo_databases(tmp_path_factory):
+    """The demo database, made once (trytond-admin and the demo loader take
+    minutes), and a copy of it (a PostgreSQL template copy takes seconds)
+    for the station tests, which change prices and sell fuel that the
+    other tests must not see; both dropped at the end"""
     uri = database_uri()
-    database = f'fuel_{name}_{os.getpid()}'
-    password = secrets.token_urlsafe(12)
-    tmp = tmp_path_factory.mktemp(name)
+    tmp = tmp_path_factory.mktemp('demo')
     password_file = tmp / 'password'
-    password_file.write_text(password)
+    password_file.write_text(secrets.token_urlsafe(12))
     password_file.chmod(0o600)
+    box_dir = tmp / 'box'
+    names = {
+        name: f'fuel_{name}_{os.getpid()}' for name in ['systest', 'station']}
+    env = server_env(uri, password_file)
+    config = str(ROOT / 'trytond.conf')
+    run_sql(uri, f'CREATE DATABASE "{names["systest"]}"')
+    try:
+        subprocess.run([
+                VENV_BIN / 'trytond-admin', '-c', config,
+                '-d', names['systest'], '-u', *MODULES,
+                '--activate-dependencies', '--email', 'admin@example.com'],
+            env=env, check=True, cwd=ROOT, capture_output=True)
+        subprocess.run([
+                sys.executable, '-m', 'tools.demo',
+                '--database', names['systest'], '--config', config,
+                '--admin-password-file', str(password_file),
+                '--box-dir', str(box_dir)],
+            env=env, check=True, cwd=ROOT)
+        # nothing is connected to it now, as a template copy needs
+        run_sql(uri, 'CREATE DATABASE "{station}" TEMPLATE "{systest}"'
+            .format(**names))
+        yield {
+            key: DemoDatabase(name, password_file, box_dir)
+            for key, name in names.items()}
+    finally:
+        for name in names.values():
+            run_sql(uri, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope='session')
+def server(demo_databases, tmp_path_factory):
+    "The demo platform most system tests share"
+    with run_server(demo_databases['systest'], tmp_path_factory) as running:
+        yield running
+
+
+@pytest.fixture(scope='session')
+def station_server(demo_databases, tmp_path_factory):
+    "A platform of its own for the station box tests"
+    with run_server(demo_databases['station'], tmp_path_factory) as running:
+        yield running
+
+
+def server_env(uri, password_file):
     env = dict(os.environ,
         TRYTOND_DATABASE__URI=uri,
         TRYTONPASSFILE=str(password_file))
     env.pop('TRYTOND_DATABASE_URI', None)
-    port = free_port()
-    env['TRYTOND_WEB__LISTEN'] = f'127.0.0.1:{port}'
     if os.environ.get('FUEL_SAO_ROOT'):
         env['TRYTOND_WEB__ROOT'] = os.environ['FUEL_SAO_ROOT']
-    config = str(ROOT / 'trytond.conf')
-    url = f'http://127.0.0.1:{port}'
-    box_dir = tmp / 'box'
+    return env
 
-    run_sql(uri, f'CREATE DATABASE "{database}"')
+
+@contextlib.contextmanager
+def run_server(database, tmp_path_factory):
+    "Run trytond on the database until the end of the context"
+    env = server_env(database_uri(), database.password_file)
+    port = free_port()
+    env['TRYTOND_WEB__LISTEN'] = f'127.0.0.1:{port}'
+    url = f'http://127.0.0.1:{port}'
+    tmp = tmp_path_factory.mktemp('server')
     process = None
     log = open(tmp / 'trytond.log', 'w')  # noqa: SIM115 closed below
     try:
-        subprocess.run([
-                VENV_BIN / 'trytond-admin', '-c', config, '-d', database,
-                '-u', *MODULES, '--activate-dependencies',
-                '--email', 'admin@example.com'],
-            env=env, check=True, cwd=ROOT, capture_output=True)
-        subprocess.run([
-                sys.executable, '-m', 'tools.demo', '--database', database,
-                '--config', config,
-                '--admin-password-file', str(password_file),
-                '--box-dir', str(box_dir), '--server-url', url],
-            env=env, check=True, cwd=ROOT)
         process = subprocess.Popen(
             # -d loads the pool at start: a first request authenticated
             # with HTTP Basic on an unloaded pool fails in trytond 8.0
-            [VENV_BIN / 'trytond', '-c', config, '-d', database],
+            [VENV_BIN / 'trytond', '-c', str(ROOT / 'trytond.conf'),
+                '-d', database.name],
             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         wait_for(url, process)
         yield Server(
-            url=url, database=database, password=password, box_dir=box_dir)
+            url=url, database=database.name,
+            password=database.password_file.read_text(),
+            box_dir=database.box_dir)
     finally:
         if process:
             process.terminate()
             process.wait(timeout=30)
         log.close()
-        run_sql(uri, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 def wait_for(url, process):
