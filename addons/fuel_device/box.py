@@ -264,22 +264,15 @@ class Device(ModelSQL, ModelView):
         previous = {d.id: d.status for d in box.devices}
         reported = []
         for item in items:
-            if not isinstance(item, dict):
-                raise PayloadError(gettext(
-                        'fuel_device.msg_value_invalid',
-                        field='device', value=str(item)))
-            identifier = item.get('identifier')
+            identifier = cls._reported_identifier(item)
             kind = item.get('kind')
-            if not isinstance(identifier, str) or not identifier.strip():
-                raise PayloadError(gettext(
-                        'fuel_device.msg_value_missing', field='identifier'))
             if kind not in kinds:
                 raise PayloadError(gettext(
                         'fuel_device.msg_value_invalid',
                         field='kind', value=str(kind)))
-            device = existing.pop(identifier.strip(), None)
+            device = existing.pop(identifier, None)
             if device is None:
-                device = cls(box=box, identifier=identifier.strip())
+                device = cls(box=box, identifier=identifier)
             device.kind = kind
             for field in ['protocol', 'connection']:
                 value = item.get(field)
@@ -295,6 +288,19 @@ class Device(ModelSQL, ModelView):
         cls.save(devices)
         Log.record(devices, previous)
         Alarm.heard(devices)
+
+    @staticmethod
+    def _reported_identifier(item):
+        "The stripped identifier of a device item the box sent"
+        if not isinstance(item, dict):
+            raise PayloadError(gettext(
+                    'fuel_device.msg_value_invalid',
+                    field='device', value=str(item)))
+        identifier = item.get('identifier')
+        if not isinstance(identifier, str) or not identifier.strip():
+            raise PayloadError(gettext(
+                    'fuel_device.msg_value_missing', field='identifier'))
+        return identifier.strip()
 
     @classmethod
     def heartbeat(cls, box, items):
@@ -312,16 +318,9 @@ class Device(ModelSQL, ModelView):
         statuses = {s for s, _ in cls.status.selection}
         devices = {}
         for item in items:
-            if not isinstance(item, dict):
-                raise PayloadError(gettext(
-                        'fuel_device.msg_value_invalid',
-                        field='device', value=str(item)))
-            identifier = item.get('identifier')
+            identifier = cls._reported_identifier(item)
             status = item.get('status')
-            if not isinstance(identifier, str) or not identifier.strip():
-                raise PayloadError(gettext(
-                        'fuel_device.msg_value_missing', field='identifier'))
-            device = existing.get(identifier.strip())
+            device = existing.get(identifier)
             if device is None:
                 raise PayloadError(gettext(
                         'fuel_device.msg_device_unknown',
