@@ -16,13 +16,15 @@ station, a payment method of every kind and a few members with wallets.
 """
 import argparse
 import datetime as dt
-import os
 import time
 from decimal import Decimal
 from pathlib import Path
 
 from proteus import Model, Wizard
 from proteus import config as pconfig
+
+from iot_box.config import Secret
+from iot_box.uplink import write_key
 
 TIMEZONE = 'Asia/Shanghai'
 # China's VAT rate on refined oil, gas and electricity sold at the pump
@@ -143,7 +145,6 @@ DEMO_GATEWAY = ('127.0.0.1', 5001)
 DEMO_STATUS_LISTEN = '127.0.0.1:8470'
 # What the box may sell on its own when it cannot reach the server
 DEMO_FALLBACK = {'max_amount': '500.00', 'max_volume': '200.000'}
-KEY_FILE_MODE = 0o600
 
 # fuel kind, name; the kinds are fuel_payment's METHOD_KINDS
 METHODS = [
@@ -787,12 +788,8 @@ def write_box_files(directory, config, key):
     into directory"""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    key_file = directory / 'box.key'
-    key_file.unlink(missing_ok=True)
-    descriptor = os.open(
-        key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
-    with os.fdopen(descriptor, 'w') as file:
-        file.write(key + '\n')
+    # as `python -m iot_box pair` writes it
+    write_key(directory / 'box.key', Secret(key), force=True)
     (directory / 'box.toml').write_text(config)
 
 
