@@ -22,7 +22,26 @@ per line (dispensers with the same connection share it, see
   older server without ``wait`` (404) is polled every
   `COMMAND_POLL_INTERVAL` seconds;
 - the heartbeat task: every ``heartbeat_interval`` of the policy, each
-  dispenser's status (connected / disconnected / error).
+  dispenser's status (connected / disconnected / error);
+- with ``[[lpr.cameras]]`` configured: the plate models are loaded once
+  (in a thread, at start) and one task per camera reads plates from its
+  frames (`iot_box.drivers.camera.driver.CameraDriver`), one inference at
+  a time for all cameras; each vehicle pass voted with enough confidence
+  is a ``plate_read`` event in the outbox, sent like any other event.
+  Cameras are reported in setup and heartbeat as devices of kind
+  ``camera``.  The LPR modules (onnxruntime, OpenCV) are only imported
+  when a camera is configured.
+
+The offline list of frictionless plates: a ``configuration`` command whose
+payload has ``frictionless_plates`` (``[{"plate", "colour", "limit"}]``,
+version 1) replaces the list the box keeps (`iot_box.lpr.offline`, in
+the outbox's store, so that it survives a restart).  In fallback mode
+only, a vote of an island zone with a confidence of 0.9 or more
+(`AUTO_CHARGE_CONFIDENCE`) for a listed plate (text and colour) marks the
+zone's nozzles (``nozzles`` of the zone) for 120 s (`WINDOW`): the next
+lift of one of them is authorised by the box with a preset amount of
+min(limit, ``[fallback] max_amount``), even when the fallback mode
+authorises nothing else.
 
 HTTP calls are synchronous (`Uplink`); each runs in a daemon thread of its
 own (`_in_thread`), so that a stop never waits for a long poll to end.
@@ -70,7 +89,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from iot_box.config import BoxConfig, Connection, DispenserConfig
 from iot_box.drivers.dispenser.dart import (
@@ -84,6 +103,7 @@ from iot_box.drivers.dispenser.line import DartLine, LineDriver
 from iot_box.events import EVENT_VERSION, AlarmCode, Event, EventKind
 from iot_box.fallback import Fallback, FallbackTotals, totals_path
 from iot_box.interfaces.transport import Transport, TransportError
+from iot_box.lpr.offline import OfflineList, OfflineListError
 from iot_box.outbox import Outbox
 from iot_box.protocols.dart import PumpStatus
 from iot_box.status import StatusServer
@@ -100,6 +120,9 @@ from iot_box.uplink import (
     UplinkUnavailable,
     parse_policy,
 )
+
+if TYPE_CHECKING:
+    from iot_box.drivers.camera.driver import CameraDriver
 
 __all__ = ['App', 'LinkState', 'Timing']
 
@@ -161,6 +184,8 @@ class Timing:
     poll_interval: float | None = None
     # overrides the policy's heartbeat_interval when given
     heartbeat_interval: float | None = None
+    # overrides the seconds after which a vehicle pass is voted
+    plate_vote_gap: float | None = None
 
 
 class _CommandFailed(Exception):
@@ -291,6 +316,10 @@ class App:
         self.fallback: Fallback | None = None
         self.lines: list[DartLine] = []
         self.drivers: dict[str, LineDriver] = {}
+        self.cameras: dict[str, CameraDriver] = {}
+        # the frictionless plates served in fallback (opened with the
+        # outbox, where it is kept)
+        self.offline: OfflineList | None = None
         # station number -> (dispenser name, DART nozzle number)
         self.nozzles: dict[int, tuple[str, int]] = {
             n.station_number: (d.name, n.number)
@@ -329,8 +358,9 @@ class App:
         return LinkState.CONNECTING
 
     def devices(self) -> list[dict[str, Any]]:
-        "One device per dispenser, as setup and heartbeat report them"
-        return [{
+        """One device per dispenser and per camera, as setup and heartbeat
+        report them"""
+        devices = [{
                 'identifier': d.name,
                 'kind': 'dispenser',
                 'protocol': str(d.protocol),
@@ -338,6 +368,16 @@ class App:
                 'status': str(self.drivers[d.name].status)
                 if d.name in self.drivers else 'disconnected',
                 } for d in self.config.dispensers]
+        for camera in self.config.cameras:
+            driver = self.cameras.get(camera.id)
+            devices.append({
+                    'identifier': camera.id,
+                    'kind': 'camera',
+                    'protocol': str(camera.source),
+                    'connection': camera.url or str(camera.path),
+                    'status': driver.status if driver else 'disconnected',
+                    })
+        return devices
 
     def status(self) -> dict[str, Any]:
         "What the status page shows; nothing secret"
@@ -387,7 +427,31 @@ class App:
                 },
             'fallback': self.fallback.to_dict() if self.fallback else None,
             'dispensers': dispensers,
-            }
+            } | ({
+                'cameras': self._camera_status(),
+                'offline_list': {
+                    'plates': len(self.offline.plates)
+                    if self.offline else 0,
+                    'generated': self.offline.generated
+                    if self.offline else None,
+                    },
+                } if self.config.cameras else {})
+
+    def _camera_status(self) -> list[dict[str, Any]]:
+        result = []
+        for camera in self.config.cameras:
+            driver = self.cameras.get(camera.id)
+            result.append({
+                    'id': camera.id,
+                    'source': str(camera.source),
+                    'state': str(driver.state) if driver else None,
+                    'frames': driver.frames if driver else 0,
+                    'last_frame': driver.last_frame.isoformat()
+                    if driver and driver.last_frame else None,
+                    'last_error': driver.last_error if driver else None,
+                    'zones': [z.code for z in camera.zones],
+                    })
+        return result
 
     # --- the server -----------------------------------------------------
 
@@ -663,6 +727,15 @@ class App:
                 await driver.stop(f'{command_id}:{driver.device}')
                 return 'acked', {'version': API_VERSION, 'status': 'stopped'}
             if kind == 'configuration':
+                if 'frictionless_plates' in payload:
+                    assert self.offline is not None
+                    try:
+                        count = self.offline.replace(payload)
+                    except OfflineListError as error:
+                        raise _CommandFailed(str(error)) from error
+                    logger.info(
+                        "offline list of %s frictionless plate(s) stored "
+                        "(generated %s)", count, self.offline.generated)
                 try:
                     await self.setup()
                 except UplinkError as error:
@@ -842,6 +915,14 @@ class App:
         if failures > AUTO_AUTHORIZE_RETRIES:
             return  # given up until the nozzle is hung up
         limits = self._auto_limits()
+        member = None
+        if (self.fallback is not None and self.fallback.active
+                and not self.auth_refused):
+            member = self._member_at(driver, nozzle)
+        if member is not None:
+            policy = self.config.fallback
+            limits = (min(member[1], policy.max_amount), policy.max_volume,
+                True)
         if limits is None:
             return
         max_amount, max_volume, in_fallback = limits
@@ -855,9 +936,10 @@ class App:
                 nozzle, error)
             return
         logger.info(
-            "%s: nozzle %s being authorised by the box%s (%s)", device,
+            "%s: nozzle %s being authorised by the box%s%s (%s)", device,
             nozzle,
-            ' in fallback' if in_fallback else '', preset)
+            ' in fallback' if in_fallback else '',
+            f' for listed plate {member[0]}' if member else '', preset)
         if in_fallback:
             self._fallback_sale.add(device)
         else:
@@ -870,6 +952,8 @@ class App:
                 error = future.exception()
                 if error is None:
                     self._auto_failures.pop(device, None)
+                    if member is not None and self.offline is not None:
+                        self.offline.used(member[0])
                     return
             # not authorised: try again at the next poll, a few times
             if self._lift_authorised.get(device) == nozzle:
@@ -948,11 +1032,64 @@ class App:
                 after_poll=self._after_poll))
         return transports
 
+    async def _build_cameras(self, outbox: Outbox) -> None:
+        "Camera drivers sharing one pipeline, loaded once (in a thread)"
+        from iot_box.drivers.camera.driver import CameraDriver
+        from iot_box.drivers.camera.sources import source_for
+        from iot_box.lpr.pipeline import Pipeline
+
+        lpr = self.config.lpr
+        pipeline = await _in_thread(
+            lambda: Pipeline(
+                threads=lpr.threads, dark_plates=lpr.dark_plates),
+            'lpr-load')
+        tap = cast(Outbox, _EventTap(outbox, self))
+        from iot_box.lpr.voting import DEFAULT_GAP, Voter
+
+        lock = threading.Lock()
+        gap = self.timing.plate_vote_gap
+        for camera in self.config.cameras:
+            self.cameras[camera.id] = CameraDriver(
+                camera, source_for(camera), pipeline, tap,
+                min_confidence=lpr.min_confidence, lock=lock,
+                voter=Voter(gap=gap if gap is not None else DEFAULT_GAP),
+                on_vote=functools.partial(self._plate_voted, camera))
+
+    # --- the offline list (frictionless plates in fallback) --------------
+
+    def _plate_voted(
+            self, camera: Any, vote: Any, event: Event | None) -> None:
+        "A vehicle pass of a camera: a listed member at an island?"
+        assert self.fallback is not None and self.offline is not None
+        if event is None or not self.fallback.active:
+            return
+        zone = next(z for z in camera.zones if z.code == vote.zone)
+        limit = self.offline.read(
+            vote.plate, str(vote.colour), vote.confidence, zone.nozzles)
+        if limit is not None:
+            logger.info(
+                "fallback: listed plate %s at %s: nozzles %s may be "
+                "authorised up to %s", vote.plate, zone.code,
+                ', '.join(map(str, zone.nozzles)), limit)
+
+    def _member_at(
+            self, driver: LineDriver,
+            nozzle: int) -> tuple[str, Decimal] | None:
+        "(plate, limit) of a member read at this nozzle's island, if any"
+        if self.offline is None:
+            return None
+        for number, target in self.nozzles.items():
+            if target == (driver.device, nozzle):
+                return self.offline.member_at(number)
+        return None
+
     async def run(self) -> None:
         "Run until stop(); everything opened here is closed on the way out"
         async with contextlib.AsyncExitStack() as stack:
             self.outbox = stack.enter_context(
                 Outbox(self.config.outbox_path))
+            self.offline = OfflineList(self.outbox)
+            self.offline.load()
             totals = stack.enter_context(FallbackTotals(
                 totals_path(self.config.outbox_path)))
             self.fallback = Fallback(
@@ -966,6 +1103,8 @@ class App:
                     # the line reopens it (DartLine.run)
                     logger.error("%s: cannot open: %s", transport.name, error)
                     await transport.close()
+            if self.config.cameras:
+                await self._build_cameras(self.outbox)
             if self.status_page:
                 self.status_server = await stack.enter_async_context(
                     StatusServer(self.config.status_listen, self.status))
@@ -976,6 +1115,9 @@ class App:
             tasks = [
                 asyncio.create_task(line.run(), name=f'line-{line.name}')
                 for line in self.lines]
+            tasks += [
+                asyncio.create_task(camera.run(), name=f'camera-{name}')
+                for name, camera in self.cameras.items()]
             tasks += [
                 asyncio.create_task(self._uplink_task(), name='uplink'),
                 asyncio.create_task(self._command_task(), name='commands'),

@@ -36,6 +36,32 @@ Example::
     serial_port = "/dev/ttyUSB0"
     address = 0x50
     nozzles = [{number = 1, station_number = 1}]
+
+    [lpr]  # optional: plate recognition and its cameras
+    min_confidence = 0.5  # reads voted under it are not sent
+    threads = 1  # onnxruntime threads per inference
+    dark_plates = true  # also search the negative (black plates)
+
+    [[lpr.cameras]]
+    id = "cam-island-1"  # its device identifier on the server
+    source = "snapshot"  # snapshot (HTTP JPEG), rtsp, or folder
+    url = "http://192.168.1.64/ISAPI/Streaming/channels/1/picture"
+    interval = 0.5  # seconds between frames (snapshot, rtsp)
+    # nozzles: the station numbers an island serves (optional; the box
+    # authorises them in fallback for a plate of the offline list)
+    zones = [{code = "island-1", kind = "island", nozzles = [1]}]
+
+    [[lpr.cameras]]
+    id = "cam-entrance"
+    source = "folder"  # JPEGs pushed by the camera (FTP) into path
+    path = "/srv/ftp/cam-entrance"
+    # a zone's region: x0, y0, x1, y1 as fractions of the frame (the
+    # whole frame by default); a plate belongs to the first zone holding
+    # its centre
+    zones = [
+        {code = "entrance", kind = "entrance", region = [0, 0, 0.5, 1]},
+        {code = "exit", kind = "exit", region = [0.5, 0, 1, 1]},
+    ]
 """
 from __future__ import annotations
 
@@ -57,17 +83,22 @@ from iot_box.protocols.dart import MAX_ADDRESS, MAX_NOZZLE, MIN_ADDRESS
 __all__ = [
     'DEFAULT_FALLBACK_AFTER',
     'BoxConfig',
+    'CameraConfig',
+    'CameraSource',
     'ConfigError',
     'Connection',
     'DispenserConfig',
     'FallbackMode',
     'FallbackPolicy',
     'ListenAddress',
+    'LprConfig',
     'NozzleConfig',
     'Parity',
     'Protocol',
     'Secret',
     'ServerConfig',
+    'ZoneConfig',
+    'ZoneKind',
     'check_database',
     'check_server_url',
     'load_config',
@@ -99,6 +130,20 @@ MAX_PORT = 65535
 # Characters of a database name that would change the route's path if
 # put in a URL, or that Tryton's database names never contain
 DATABASE_FORBIDDEN = frozenset('/\\?#%')
+
+# Seconds between two frames of a snapshot or RTSP camera: a car entering
+# an island at walking pace is in view for 2-5 s, 2 frames a second give
+# several frames to vote on and leave CPU for the 2-core box
+DEFAULT_CAMERA_INTERVAL = 0.5
+# Faster than this a camera's frames would queue behind the recogniser
+# (~40 ms a frame on one core) and starve the pump lines
+MIN_CAMERA_INTERVAL = 0.1
+# Reads voted under this confidence are not sent: most are not plates
+# (bench/lpr.py measures precision by threshold)
+DEFAULT_MIN_CONFIDENCE = Decimal('0.5')
+# Threads per inference: one core of two, the other for the service
+DEFAULT_LPR_THREADS = 1
+MAX_LPR_THREADS = 16
 
 _E = TypeVar('_E', bound=enum.StrEnum)
 
@@ -132,6 +177,18 @@ class FallbackMode(enum.StrEnum):
     ATTENDED_POSTPAY = 'attended_postpay'
     # stop authorising fills while the server is unreachable
     DISABLED = 'disabled'
+
+
+class CameraSource(enum.StrEnum):
+    SNAPSHOT = 'snapshot'  # HTTP(S) GET of a JPEG every interval
+    RTSP = 'rtsp'  # a video stream (OpenCV), one frame every interval
+    FOLDER = 'folder'  # JPEG files dropped into a folder (FTP push)
+
+
+class ZoneKind(enum.StrEnum):
+    ENTRANCE = 'entrance'
+    ISLAND = 'island'
+    EXIT = 'exit'
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +268,45 @@ class FallbackPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class ZoneConfig:
+    code: str  # e.g. "island-1", as the server knows it
+    kind: ZoneKind
+    # x0, y0, x1, y1 as fractions of the frame
+    region: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
+    # station numbers of the nozzles an island zone serves: a car read
+    # there may be authorised on them in fallback (the offline list)
+    nozzles: tuple[int, ...] = ()
+
+    def contains(self, x: float, y: float) -> bool:
+        "Whether the point (fractions of the frame) is in the region"
+        x0, y0, x1, y1 = self.region
+        return x0 <= x <= x1 and y0 <= y <= y1
+
+
+@dataclass(frozen=True, slots=True)
+class CameraConfig:
+    id: str
+    source: CameraSource
+    zones: tuple[ZoneConfig, ...]
+    url: str | None = None  # snapshot, rtsp
+    path: Path | None = None  # folder
+    interval: float = DEFAULT_CAMERA_INTERVAL
+
+    def zone_at(self, x: float, y: float) -> ZoneConfig | None:
+        "The first zone holding the point (fractions of the frame)"
+        return next((z for z in self.zones if z.contains(x, y)), None)
+
+
+@dataclass(frozen=True, slots=True)
+class LprConfig:
+    min_confidence: Decimal = DEFAULT_MIN_CONFIDENCE
+    threads: int = DEFAULT_LPR_THREADS
+    # a second detector pass on the frame's negative finds black plates
+    # (港/澳/领/使) the model misses; about half the detection time more
+    dark_plates: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class BoxConfig:
     server: ServerConfig
     station_code: str
@@ -221,6 +317,8 @@ class BoxConfig:
     # the box's identifier on the server (setup checks it); None: the
     # station code, as `load_config` fills it when the file has none
     identifier: str | None = None
+    cameras: tuple[CameraConfig, ...] = ()
+    lpr: LprConfig = LprConfig()
 
     @property
     def box_identifier(self) -> str:
@@ -400,7 +498,10 @@ def _resolve(base: Path, value: str) -> Path:
 
 _BOX_KEYS = frozenset({
         'server', 'station_code', 'identifier', 'outbox_path',
-        'status_listen', 'dispensers', 'fallback'})
+        'status_listen', 'dispensers', 'fallback', 'lpr'})
+_LPR_KEYS = frozenset({'min_confidence', 'threads', 'dark_plates', 'cameras'})
+_CAMERA_KEYS = frozenset({'id', 'source', 'url', 'path', 'interval', 'zones'})
+_ZONE_KEYS = frozenset({'code', 'kind', 'region', 'nozzles'})
 _SERVER_KEYS = frozenset({
         'url', 'database', 'key_file', 'verify_tls', 'timeout'})
 _DISPENSER_KEYS = frozenset({
@@ -421,6 +522,16 @@ def _box(data: Any, base: Path) -> BoxConfig:
         _dispenser(t) for t in top.tables('dispensers', _DISPENSER_KEYS))
     fallback = _fallback(top.table('fallback', _FALLBACK_KEYS))
     _check_dispensers(dispensers)
+    cameras: tuple[CameraConfig, ...] = ()
+    lpr = LprConfig()
+    if top.has('lpr'):
+        table = top.table('lpr', _LPR_KEYS)
+        lpr = _lpr(table)
+        if table.has('cameras'):
+            cameras = tuple(
+                _camera(t, base)
+                for t in table.tables('cameras', _CAMERA_KEYS))
+            _check_cameras(cameras, dispensers)
     return BoxConfig(
         server=server,
         station_code=station_code,
@@ -428,7 +539,9 @@ def _box(data: Any, base: Path) -> BoxConfig:
         status_listen=status_listen,
         dispensers=dispensers,
         fallback=fallback,
-        identifier=identifier)
+        identifier=identifier,
+        cameras=cameras,
+        lpr=lpr)
 
 
 def check_server_url(url: str, key: str = 'server.url') -> str:
@@ -589,3 +702,120 @@ def _check_dispensers(dispensers: tuple[DispenserConfig, ...]) -> None:
                 raise ConfigError(
                     f"{key}.nozzles[{j}].station_number: "
                     f"{nozzle.station_number} is already used")
+
+
+def _lpr(table: _Table) -> LprConfig:
+    min_confidence = DEFAULT_MIN_CONFIDENCE
+    if table.has('min_confidence'):
+        min_confidence = table.decimal('min_confidence')
+        if min_confidence >= 1:
+            raise ConfigError(
+                f"{table.key('min_confidence')}: must be under 1")
+    threads = table.integer('threads', 1, MAX_LPR_THREADS, required=False)
+    return LprConfig(
+        min_confidence=min_confidence,
+        threads=threads if threads is not None else DEFAULT_LPR_THREADS,
+        dark_plates=table.boolean('dark_plates', True))
+
+
+def _camera(table: _Table, base: Path) -> CameraConfig:
+    id_ = table.string('id')
+    if not table.has('source'):
+        raise ConfigError(f"{table.key('source')}: missing")
+    source = table.choice('source', CameraSource, CameraSource.SNAPSHOT)
+    url = path = None
+    if source is CameraSource.FOLDER:
+        if table.has('url'):
+            raise ConfigError(
+                f"{table.key('url')}: not used by a folder camera")
+        path = _resolve(base, table.string('path'))
+    else:
+        if table.has('path'):
+            raise ConfigError(
+                f"{table.key('path')}: not used by a {source} camera")
+        url = _camera_url(table.string('url'), source, table.key('url'))
+    interval = table.seconds('interval', DEFAULT_CAMERA_INTERVAL)
+    if interval < MIN_CAMERA_INTERVAL:
+        raise ConfigError(
+            f"{table.key('interval')}: at least {MIN_CAMERA_INTERVAL} s")
+    zones = tuple(_zone(t) for t in table.tables('zones', _ZONE_KEYS))
+    codes = [z.code for z in zones]
+    for i, code in enumerate(codes):
+        if code in codes[:i]:
+            raise ConfigError(
+                f"{table.key('zones')}[{i}].code: {code!r} appears twice")
+    return CameraConfig(
+        id=id_, source=source, zones=zones, url=url, path=path,
+        interval=interval)
+
+
+def _camera_url(url: str, source: CameraSource, key: str) -> str:
+    """The URL of a camera: http(s) for snapshots, rtsp for streams, a
+    host, no credentials (they would show in logs and the status page)"""
+    parts = urllib.parse.urlsplit(url)
+    schemes = {'http', 'https'} if source is CameraSource.SNAPSHOT else {
+        'rtsp', 'rtsps'}
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ConfigError(
+            f"{key}: {url!r} is not a {' or '.join(sorted(schemes))} URL")
+    if parts.username or parts.password:
+        raise ConfigError(f"{key}: must not carry credentials")
+    return url
+
+
+def _zone(table: _Table) -> ZoneConfig:
+    code = table.string('code')
+    if not table.has('kind'):
+        raise ConfigError(f"{table.key('kind')}: missing")
+    kind = table.choice('kind', ZoneKind, ZoneKind.ISLAND)
+    region = (0.0, 0.0, 1.0, 1.0)
+    if table.has('region'):
+        value = table.raw('region', True)
+        if (not isinstance(value, list) or len(value) != 4 or any(
+                    isinstance(v, bool) or not isinstance(v, int | Decimal)
+                    for v in value)):
+            raise ConfigError(
+                f"{table.key('region')}: must be [x0, y0, x1, y1]")
+        x0, y0, x1, y1 = (float(v) for v in value)
+        if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+            raise ConfigError(
+                f"{table.key('region')}: must be fractions of the frame "
+                "with x0 < x1 and y0 < y1")
+        region = (x0, y0, x1, y1)
+    nozzles: tuple[int, ...] = ()
+    if table.has('nozzles'):
+        value = table.raw('nozzles', True)
+        if kind is not ZoneKind.ISLAND:
+            raise ConfigError(
+                f"{table.key('nozzles')}: only an island zone serves "
+                "nozzles")
+        if (not isinstance(value, list) or not value or any(
+                    isinstance(v, bool) or not isinstance(v, int)
+                    for v in value)):
+            raise ConfigError(
+                f"{table.key('nozzles')}: must be a non-empty array of "
+                "station numbers")
+        nozzles = tuple(value)
+    return ZoneConfig(code=code, kind=kind, region=region, nozzles=nozzles)
+
+
+def _check_cameras(
+        cameras: tuple[CameraConfig, ...],
+        dispensers: tuple[DispenserConfig, ...]) -> None:
+    """Camera ids are device identifiers: unique among all the devices;
+    the nozzles of the zones exist"""
+    seen = {d.name for d in dispensers}
+    station_numbers = {
+        n.station_number for d in dispensers for n in d.nozzles}
+    for i, camera in enumerate(cameras):
+        if camera.id in seen:
+            raise ConfigError(
+                f"lpr.cameras[{i}].id: {camera.id!r} is already used by a "
+                "device")
+        seen.add(camera.id)
+        for j, zone in enumerate(camera.zones):
+            for number in zone.nozzles:
+                if number not in station_numbers:
+                    raise ConfigError(
+                        f"lpr.cameras[{i}].zones[{j}].nozzles: no nozzle "
+                        f"{number} on this box")

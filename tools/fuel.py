@@ -460,7 +460,12 @@ def command_up(argv: list[str]) -> int:
 # ----- tests -----------------------------------------------------------
 
 def ensure_test_packages(external_pg: bool) -> None:
+    # the plate recognition tests render synthetic plates with this font
+    # (iot_box/lpr/synth.py); Chromium may be there without it
+    cjk_font = Path('/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc')
     missing = [] if CHROMIUM.exists() else list(CHROMIUM_PACKAGES)
+    if not cjk_font.exists() and 'fonts-noto-cjk' not in missing:
+        missing.append('fonts-noto-cjk')
     if not external_pg and find_pg_bin() is None:
         missing.append('postgresql')
     if missing:
