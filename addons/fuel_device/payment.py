@@ -112,3 +112,75 @@ class FuellingTransaction(metaclass=PoolMeta):
                     ], limit=1)
         return prices[0].id if prices else None
 
+
+
+class PrePay(metaclass=PoolMeta):
+    __name__ = 'fuel.payment.prepay'
+
+    @classmethod
+    def authorize(cls, prepays):
+        """Send the station's box an authorize command with the preset
+        amount; without an active box the attendant releases the pump"""
+        pool = Pool()
+        Box = pool.get('fuel.device.box')
+        Command = pool.get('fuel.device.command')
+        super().authorize(prepays)
+        for prepay in prepays:
+            with without_check_access():
+                boxes = Box.search([
+                        ('station', '=', prepay.station.id),
+                        ('state', '=', 'active'),
+                        ], limit=1)
+                if not boxes:
+                    continue
+                command = Command.prepare(boxes[0], 'authorize', {
+                        'version': 1,
+                        'station_number': prepay.nozzle.station_number,
+                        'preset_amount': prepay.amount,
+                        # the box ignores it; the answer finds the payment
+                        'prepay': prepay.id,
+                        })
+                command.save()
+            prepay.authorization = command.rec_name
+        cls.save(prepays)
+
+
+class Command(metaclass=PoolMeta):
+    __name__ = 'fuel.device.command'
+
+    @classmethod
+    def ack(cls, commands, result=None):
+        super().ack(commands, result=result)
+        cls.answer_prepays(commands, 'acked')
+
+    @classmethod
+    def fail(cls, commands, result=None):
+        super().fail(commands, result=result)
+        cls.answer_prepays(commands, 'failed')
+
+    @classmethod
+    def answer_prepays(cls, commands, status):
+        """The pre-paid nozzles of authorize commands are released, or
+        their money goes back when the pump refused"""
+        pool = Pool()
+        PrePay = pool.get('fuel.payment.prepay')
+        companies = {}
+        for command in commands:
+            payload = loads(command.payload or '{}')
+            if (command.kind == 'authorize' and isinstance(payload, dict)
+                    and type(payload.get('prepay')) is int):
+                companies[payload['prepay']] = command.box.station.company
+        if not companies:
+            return
+        with without_check_access():
+            prepays = [
+                p for p in PrePay.search([
+                        ('id', 'in', list(companies)),
+                        ('state', '=', 'paid'),
+                        ])
+                # only a pre-payment of the box's operator
+                if p.company == companies[p.id]]
+            if status == 'acked':
+                PrePay.mark_authorized(prepays)
+            else:
+                PrePay.abort(prepays)

@@ -1,2 +1,7 @@
 # This file is part of fuelpay.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
+
+# The HTTP routes register themselves on import, like trytond.res's
+from . import routes
+
+__all__ = ['routes']

@@ -50,3 +50,15 @@ class WalletPinError(WalletError):
 
 class ShiftMoneyError(UserError):
     pass
+
+
+class GatewayError(UserError):
+    pass
+
+
+class ReconciliationError(UserError):
+    pass
+
+
+class PrePayError(UserError):
+    pass

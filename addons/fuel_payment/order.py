@@ -232,6 +232,11 @@ class Order(Workflow, ModelSQL, ModelView):
             raise OrderPaymentError(gettext(
                     'fuel_payment.msg_order_method_invalid',
                     method=method.rec_name))
+        if method.gateway and not Transaction().context.get('_fuel_gateway'):
+            # the money is taken through the gateway, not typed in
+            raise OrderPaymentError(gettext(
+                    'fuel_payment.msg_order_method_gateway',
+                    method=method.rec_name))
         amount = order.currency.round(Decimal(amount))
         if amount <= 0:
             raise OrderPaymentError(gettext(
@@ -411,12 +416,15 @@ class Order(Workflow, ModelSQL, ModelView):
         transactions are free to be paid again"""
         pool = Pool()
         FuelTransaction = pool.get('fuel.payment.transaction')
+        GatewayPayment = pool.get('fuel.payment.gateway.payment')
         WalletMove = pool.get('fuel.payment.wallet.move')
+        GatewayPayment.check_no_pending(orders)
         moves = [
             p.wallet_move for o in orders for p in o.payments
             if p.wallet_move]
         if moves:
             WalletMove.refund(moves)
+        GatewayPayment.refund_orders(orders, reason=reason)
         for order in orders:
             order.reason = reason
             order.reverted_by = Transaction().user
@@ -449,6 +457,7 @@ class Order(Workflow, ModelSQL, ModelView):
         Sale = pool.get('sale.point.sale')
         SalePayment = pool.get('sale.point.payment')
         FuelTransaction = pool.get('fuel.payment.transaction')
+        GatewayPayment = pool.get('fuel.payment.gateway.payment')
         WalletMove = pool.get('fuel.payment.wallet.move')
         check_void_right()
         if not (reason or '').strip():
@@ -474,6 +483,7 @@ class Order(Workflow, ModelSQL, ModelView):
             if p.wallet_move]
         if moves:
             WalletMove.refund(moves)
+        GatewayPayment.refund_orders(orders, reason=reason.strip())
         cls.save(orders)
         transactions = [t for o in orders for t in o.transactions]
         FuelTransaction.mark_unpaid(transactions)

@@ -481,6 +481,13 @@ class FuellingTransaction(Workflow, ModelSQL, ModelView):
             if isinstance(result, tuple):
                 first = results[result[1]]
                 results[index] = dict(first, status='duplicate')
+        done = [
+            r['id'] for r in results
+            if r['status'] in {'created', 'completed'}
+            and r['state'] in {'to_pay', 'review'}]
+        if done:
+            # a fill of a nozzle paid in advance is paid by it
+            Pool().get('fuel.payment.prepay').capture(cls.browse(done))
         return results
 
     @staticmethod

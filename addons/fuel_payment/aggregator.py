@@ -1,0 +1,279 @@
+# This file is part of fuelpay.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+"""UnionPay (and the other channels an acquirer carries) through Huifu's
+aggregator API (汇付斗拱, `https://api.huifu.com`)
+
+Every call is a JSON POST of `{sys_id, product_id, data, sign}` where
+sign is base64 SHA256withRSA (merchant key) of `data` sorted by key,
+empty values left out, dumped without spaces or ASCII escapes; the
+answer `{data, sign}` is verified the same way with Huifu's public key.
+Notifications are forms `resp_code, resp_data, sign`, the signature over
+the raw `resp_data` text. This is the protocol of Huifu's own SDKs
+(dg-sdk); it is spoken here with requests and cryptography."""
+import base64
+import datetime as dt
+import json
+import urllib.parse
+from decimal import Decimal, InvalidOperation
+
+import requests
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+
+from .gateway import (
+    BillFormatError,
+    ForgedNotification,
+    Notification,
+    PermanentError,
+    Provider,
+    Result,
+    TransientError,
+    provider,
+)
+
+DEFAULT_URL = 'https://api.huifu.com'
+MICROPAY = '/v2/trade/payment/micropay'
+JSPAY = '/v2/trade/payment/jspay'
+QUERY = '/v2/trade/payment/scanpay/query'
+CLOSE = '/v2/trade/payment/scanpay/close'
+REFUND = '/v2/trade/payment/scanpay/refund'
+# (connect, read) seconds
+TIMEOUT = (5, 20)
+SUCCESS = '00000000'
+PROCESSING = '00000100'
+TRADE_STATES = {
+    'S': 'succeeded',
+    'P': 'pending',
+    'I': 'pending',
+    'F': 'failed',
+    }
+# the QR of each channel (trade_type of jspay)
+QR_TYPES = {
+    'unionpay': 'U_NATIVE',
+    'wechat': 'T_NATIVE',
+    'alipay': 'A_NATIVE',
+    }
+BEIJING = dt.timezone(dt.timedelta(hours=8))
+
+
+def _canonical(data):
+    "The signed text of data: sorted keys, no empty values, compact"
+    def clean(value):
+        if isinstance(value, dict):
+            return {
+                k: clean(v) for k, v in sorted(value.items())
+                if v not in (None, '', {}, [])}
+        return value
+    return json.dumps(
+        clean(data), ensure_ascii=False, separators=(',', ':'))
+
+
+def _load_private(pem):
+    return serialization.load_pem_private_key(pem.encode(), password=None)
+
+
+def _load_public(pem):
+    return serialization.load_pem_public_key(pem.encode())
+
+
+def sign(private_key, text):
+    return base64.b64encode(private_key.sign(
+            text.encode(), padding.PKCS1v15(), hashes.SHA256())).decode()
+
+
+def verify(public_key, text, signature):
+    try:
+        public_key.verify(
+            base64.b64decode(signature), text.encode(), padding.PKCS1v15(),
+            hashes.SHA256())
+    except (ValueError, InvalidSignature):
+        return False
+    return True
+
+
+def request_date(payment):
+    "The req_date of payment: its creation day in Beijing, stable"
+    created = payment.create_date or dt.datetime.now()
+    return created.replace(tzinfo=dt.UTC).astimezone(BEIJING).strftime(
+        '%Y%m%d')
+
+
+@provider('aggregator')
+class HuifuProvider(Provider):
+    "The acquirer Huifu: sys_id is the App ID, huifu_id the Merchant ID"
+
+    def __init__(self, gateway):
+        super().__init__(gateway)
+        private_key, _ = gateway.secrets()
+        self.private_key = _load_private(private_key)
+        self.public_key = _load_public(gateway.platform_key)
+        self.url = (gateway.url or DEFAULT_URL).rstrip('/')
+
+    def _post(self, path, data):
+        "Return the verified answer data of path; raise on failure"
+        text = _canonical(data)
+        body = {
+            'sys_id': self.gateway.app,
+            'product_id': self.gateway.product or '',
+            'data': json.loads(text),
+            'sign': sign(self.private_key, text),
+            }
+        try:
+            response = requests.post(
+                self.url + path, json=body, timeout=TIMEOUT,
+                headers={'Content-Type': 'application/json;charset=utf-8'})
+        except requests.RequestException as exception:
+            raise TransientError(type(exception).__name__) from exception
+        if response.status_code >= 500:
+            raise TransientError(f"HTTP {response.status_code}")
+        try:
+            answer = response.json()
+        except ValueError:
+            raise TransientError("answer is not JSON") from None
+        data = answer.get('data') or {}
+        if not verify(
+                self.public_key, _canonical(data), answer.get('sign', '')):
+            raise TransientError("bad answer signature")
+        code = data.get('resp_code')
+        if code not in {SUCCESS, PROCESSING}:
+            message = f"{code}: {data.get('resp_desc', '')}"
+            if response.status_code >= 400 or not code:
+                raise PermanentError(message)
+            if code.startswith('9'):
+                # 9xxxxxxx: Huifu's system is busy, ask again
+                raise TransientError(message)
+            raise PermanentError(message)
+        return data
+
+    def _base(self, payment):
+        return {
+            'huifu_id': self.gateway.merchant,
+            'req_date': request_date(payment),
+            'req_seq_id': payment.number,
+            }
+
+    def _trade_result(self, data):
+        state = TRADE_STATES.get(data.get('trans_stat'), 'failed')
+        try:
+            amount = Decimal(data['trans_amt']).quantize(Decimal('0.01'))
+        except (KeyError, TypeError, InvalidOperation):
+            amount = None
+        end = data.get('end_time')
+        date = None
+        if end:
+            date = dt.datetime.strptime(end, '%Y%m%d%H%M%S').replace(
+                tzinfo=BEIJING).astimezone(dt.UTC).replace(tzinfo=None)
+        return Result(
+            state=state, reference=data.get('hf_seq_id'), amount=amount,
+            date=date,
+            error=data.get('resp_desc') if state == 'failed' else None)
+
+    def pay_code(self, payment, code):
+        data = self._post(MICROPAY, dict(
+                self._base(payment),
+                trans_amt=str(payment.amount),
+                goods_desc=payment.label[:40],
+                auth_code=code,
+                notify_url=self.gateway.notify_url,
+                risk_check_data=json.dumps(
+                    {'ip_addr': '127.0.0.1'}, separators=(',', ':'))))
+        return self._trade_result(data)
+
+    def create_qr(self, payment):
+        trade_type = QR_TYPES.get(payment.method.fuel_kind)
+        if trade_type is None:
+            raise PermanentError(f"no QR for {payment.method.fuel_kind}")
+        expire = dt.datetime.now(BEIJING) + dt.timedelta(
+            seconds=self.gateway.qr_timeout)
+        data = self._post(JSPAY, dict(
+                self._base(payment),
+                trade_type=trade_type,
+                trans_amt=str(payment.amount),
+                goods_desc=payment.label[:40],
+                notify_url=self.gateway.notify_url,
+                time_expire=expire.strftime('%Y%m%d%H%M%S')))
+        return Result(state='pending', code_url=data.get('qr_code'))
+
+    def query(self, payment):
+        try:
+            data = self._post(QUERY, {
+                    'huifu_id': self.gateway.merchant,
+                    'org_req_date': request_date(payment),
+                    'org_req_seq_id': payment.number,
+                    })
+        except PermanentError as exception:
+            if 'ORDER_NOT_EXIST' in str(exception):
+                return Result(state='missing')
+            raise
+        return self._trade_result(data)
+
+    def _close(self, payment):
+        self._post(CLOSE, {
+                'huifu_id': self.gateway.merchant,
+                'req_date': dt.datetime.now(BEIJING).strftime('%Y%m%d'),
+                'req_seq_id': f'{payment.number}C',
+                'org_req_date': request_date(payment),
+                'org_req_seq_id': payment.number,
+                })
+        return Result(state='cancelled')
+
+    def reverse(self, payment):
+        # a code payment still processing is closed like a QR
+        return self._close(payment)
+
+    def close(self, payment):
+        return self._close(payment)
+
+    def refund(self, refund):
+        payment = refund.payment
+        data = self._post(REFUND, {
+                'huifu_id': self.gateway.merchant,
+                'req_date': request_date(refund),
+                'req_seq_id': refund.number,
+                'ord_amt': str(refund.amount),
+                'org_req_date': request_date(payment),
+                'org_req_seq_id': payment.number,
+                })
+        result = self._trade_result(data)
+        return Result(
+            state={'succeeded': 'succeeded', 'pending': 'pending'}.get(
+                result.state, 'failed'),
+            reference=data.get('hf_seq_id'), error=result.error)
+
+    def parse_notification(self, headers, body):
+        params = dict(urllib.parse.parse_qsl(
+                body or '', keep_blank_values=True))
+        text = params.get('resp_data', '')
+        if not verify(self.public_key, text, params.get('sign', '')):
+            raise ForgedNotification("signature")
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise ForgedNotification("resp_data") from None
+        if data.get('huifu_id') != self.gateway.merchant:
+            raise ForgedNotification("another merchant")
+        if not data.get('hf_seq_id') or not data.get('req_seq_id'):
+            raise ForgedNotification("incomplete")
+        return Notification(
+            id=f"{data['hf_seq_id']}:{data.get('trans_stat', '')}",
+            number=data['req_seq_id'], result=self._trade_result(data))
+
+    def answer(self, outcome, body):
+        if outcome == 'refused':
+            return 400, 'failure', 'text/plain'
+        params = dict(urllib.parse.parse_qsl(
+                body or '', keep_blank_values=True))
+        try:
+            number = json.loads(params.get('resp_data', '{}'))['req_seq_id']
+        except (ValueError, KeyError, TypeError):
+            number = ''
+        # Huifu stops notifying once it reads RECV_ORD_ID_<req_seq_id>
+        return 200, f'RECV_ORD_ID_{number}', 'text/plain'
+
+    def fetch_bill(self, date):
+        raise PermanentError(
+            "Huifu's bills come by its file service: import them by hand")
+
+    def parse_bill(self, data):
+        raise BillFormatError("no Huifu bill format")

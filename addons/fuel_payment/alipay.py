@@ -1,0 +1,304 @@
+# This file is part of fuelpay.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+"""Alipay (open API, RSA2) through python-alipay-sdk"""
+import csv
+import datetime as dt
+import io
+import logging
+import urllib.parse
+import urllib.request
+import zipfile
+from decimal import Decimal, InvalidOperation
+
+from alipay import AliPay
+from alipay.exceptions import AliPayException, AliPayValidationError
+from alipay.utils import AliPayConfig
+
+from .gateway import (
+    BillFormatError,
+    ForgedNotification,
+    Notification,
+    PermanentError,
+    Provider,
+    Result,
+    TransientError,
+    point_sdk_at,
+    provider,
+)
+
+logger = logging.getLogger(__name__)
+
+# seconds to wait for an answer; a bar code payment answers within
+# seconds or says 10003 (user paying)
+TIMEOUT = 20
+SUCCESS = '10000'
+USER_PAYING = '10003'
+# "unknown": the call may have been done, ask again
+UNKNOWN = '20000'
+TRADE_STATES = {
+    'TRADE_SUCCESS': 'succeeded',
+    'TRADE_FINISHED': 'succeeded',
+    'WAIT_BUYER_PAY': 'pending',
+    'TRADE_CLOSED': 'cancelled',
+    }
+NOT_FOUND = 'ACQ.TRADE_NOT_EXIST'
+# the detail file of the trade bill (业务明细): 25 columns
+BILL_COLUMNS = (
+    '支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,'
+    '门店名称,操作员,终端号,对方账户,订单金额（元）,商家实收（元）,'
+    '支付宝红包（元）,集分宝（元）,支付宝优惠（元）,商家优惠（元）,'
+    '券核销金额（元）,券名称,商家红包消费金额（元）,卡消费金额（元）,'
+    '退款批次号/请求号,服务费（元）,分润（元）,备注')
+BILL_HEADER = BILL_COLUMNS.split(',')
+BILL_DETAIL = '_业务明细.csv'
+# Alipay's times are Beijing time without zone
+BEIJING = dt.timezone(dt.timedelta(hours=8))
+
+
+def parse_time(value):
+    "Alipay's 'YYYY-MM-DD HH:MM:SS' (Beijing) as naive UTC"
+    if not value:
+        return None
+    date = dt.datetime.strptime(value, '%Y-%m-%d %H:%M:%S')
+    return date.replace(tzinfo=BEIJING).astimezone(dt.UTC).replace(
+        tzinfo=None)
+
+
+def parse_amount(value):
+    try:
+        return Decimal(value).quantize(Decimal('0.01'))
+    except (TypeError, InvalidOperation):
+        return None
+
+
+@provider('alipay')
+class AlipayProvider(Provider):
+
+    def __init__(self, gateway):
+        super().__init__(gateway)
+        private_key, _ = gateway.secrets()
+        self.client = point_sdk_at(AliPay(
+                appid=gateway.app,
+                app_notify_url=gateway.notify_url,
+                app_private_key_string=private_key,
+                alipay_public_key_string=gateway.platform_key,
+                sign_type='RSA2',
+                config=AliPayConfig(timeout=TIMEOUT)), gateway.url)
+
+    def _call(self, method, biz_content, **kwargs):
+        "Return the verified response of method; raise on failure"
+        try:
+            response = self.client.server_api(method, biz_content, **kwargs)
+        except OSError as exception:
+            # URLError, HTTPError, timeouts
+            raise TransientError(type(exception).__name__) from exception
+        except AliPayValidationError as exception:
+            raise TransientError("bad answer signature") from exception
+        except AliPayException as exception:
+            raise PermanentError(str(exception)[:200]) from exception
+        code = response.get('code')
+        if code in {SUCCESS, USER_PAYING}:
+            return response
+        message = f"{code} {response.get('sub_code', '')}".strip()
+        if code == UNKNOWN:
+            raise TransientError(message)
+        if response.get('sub_code') == NOT_FOUND:
+            return response
+        raise PermanentError(message)
+
+    def _trade_result(self, data):
+        if data.get('sub_code') == NOT_FOUND:
+            return Result(state='missing')
+        return Result(
+            state=TRADE_STATES.get(data.get('trade_status'), 'failed'),
+            reference=data.get('trade_no'),
+            amount=parse_amount(data.get('total_amount')),
+            date=parse_time(
+                data.get('gmt_payment') or data.get('send_pay_date')))
+
+    def _subject(self, payment):
+        return payment.label[:256]
+
+    def pay_code(self, payment, code):
+        data = self._call('alipay.trade.pay', {
+                'out_trade_no': payment.number,
+                'scene': 'bar_code',
+                'auth_code': code,
+                'subject': self._subject(payment),
+                'total_amount': str(payment.amount),
+                'store_id': payment.station.code,
+                'timeout_express': '%sm' % max(
+                    1, self.gateway.code_timeout // 60),
+                })
+        if data['code'] == USER_PAYING:
+            return Result(state='pending', reference=data.get('trade_no'))
+        return Result(
+            state='succeeded', reference=data.get('trade_no'),
+            amount=parse_amount(data.get('total_amount')),
+            date=parse_time(data.get('gmt_payment')))
+
+    def create_qr(self, payment):
+        data = self._call('alipay.trade.precreate', {
+                'out_trade_no': payment.number,
+                'subject': self._subject(payment),
+                'total_amount': str(payment.amount),
+                'store_id': payment.station.code,
+                'timeout_express': '%sm' % max(
+                    1, self.gateway.qr_timeout // 60),
+                })
+        return Result(state='pending', code_url=data.get('qr_code'))
+
+    def query(self, payment):
+        return self._trade_result(self._call(
+                'alipay.trade.query', {'out_trade_no': payment.number}))
+
+    def reverse(self, payment):
+        data = self._call(
+            'alipay.trade.cancel', {'out_trade_no': payment.number})
+        if data.get('sub_code') == NOT_FOUND:
+            raise PermanentError(NOT_FOUND)
+        return Result(state='cancelled')
+
+    def close(self, payment):
+        data = self._call(
+            'alipay.trade.close', {'out_trade_no': payment.number})
+        if data.get('sub_code') == NOT_FOUND:
+            raise PermanentError(NOT_FOUND)
+        return Result(state='cancelled')
+
+    def refund(self, refund):
+        biz_content = {
+            'out_trade_no': refund.payment.number,
+            'refund_amount': str(refund.amount),
+            # the partial refund's key: the same one is not repeated
+            'out_request_no': refund.number,
+            }
+        if refund.reason:
+            biz_content['refund_reason'] = refund.reason[:256]
+        data = self._call('alipay.trade.refund', biz_content)
+        if data.get('sub_code') == NOT_FOUND:
+            raise PermanentError(NOT_FOUND)
+        # fund_change N: already refunded by this out_request_no
+        return Result(
+            state='succeeded', reference=data.get('trade_no'),
+            date=parse_time(data.get('gmt_refund_pay')))
+
+    def fetch_bill(self, date):
+        data = self._call('alipay.data.dataservice.bill.downloadurl.query', {
+                'bill_type': 'trade',
+                'bill_date': date.isoformat(),
+                })
+        url = data.get('bill_download_url')
+        if not url:
+            raise PermanentError(data.get('sub_code') or "no bill")
+        try:
+            # a short-lived address Alipay signed for us
+            with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+                return response.read()
+        except OSError as exception:
+            raise TransientError(type(exception).__name__) from exception
+
+    def parse_bill(self, data):
+        return parse_trade_bill(data)
+
+    def bill_name(self, date):
+        return f'alipay-{self.gateway.merchant}-{date.isoformat()}.zip'
+
+    def answer(self, outcome, body):
+        # the plain text "success"; anything else and Alipay notifies again
+        if outcome == 'refused':
+            return 400, 'failure', 'text/plain'
+        return 200, 'success', 'text/plain'
+
+    def parse_notification(self, headers, body):
+        params = dict(urllib.parse.parse_qsl(
+                body or '', keep_blank_values=True))
+        signature = params.pop('sign', None)
+        if not signature:
+            raise ForgedNotification("no signature")
+        try:
+            verified = self.client.verify(dict(params), signature)
+        except (AliPayException, ValueError, TypeError) as exception:
+            raise ForgedNotification(type(exception).__name__) from None
+        if not verified:
+            raise ForgedNotification("signature")
+        if params.get('app_id') != self.gateway.app:
+            raise ForgedNotification("another application")
+        if not params.get('notify_id') or not params.get('out_trade_no'):
+            raise ForgedNotification("incomplete")
+        return Notification(
+            id=params['notify_id'], number=params['out_trade_no'],
+            result=self._trade_result(params))
+
+
+def _zip_name(info):
+    "A member name: Alipay writes GBK names without the UTF-8 flag"
+    if info.flag_bits & 0x800:
+        return info.filename
+    try:
+        return info.filename.encode('cp437').decode('gbk')
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return info.filename
+
+
+def _bill_amount(value):
+    try:
+        return Decimal(value or '0').quantize(Decimal('0.01'))
+    except InvalidOperation:
+        raise BillFormatError(f"amount {value!r}") from None
+
+
+def parse_trade_bill(data):
+    """Parse the zip of a trade bill: the GBK CSV of its details, between
+    the `#` comment lines, amounts in yuan, refunds negative, the service
+    fee negative when Alipay keeps it"""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exception:
+        raise BillFormatError("zip") from exception
+    with archive:
+        details = [
+            i for i in archive.infolist()
+            if _zip_name(i).endswith(BILL_DETAIL)]
+        if len(details) != 1:
+            raise BillFormatError("no detail file")
+        try:
+            text = archive.read(details[0]).decode('gbk')
+        except UnicodeDecodeError:
+            raise BillFormatError("encoding") from None
+    lines = [
+        line for line in text.splitlines()
+        if line.strip() and not line.startswith('#')]
+    records = list(csv.reader(lines))
+    if not records or [v.strip() for v in records[0]] != BILL_HEADER:
+        raise BillFormatError("header")
+    rows = []
+    for record in records[1:]:
+        # values are often padded with a tab
+        values = [v.strip() for v in record]
+        if len(values) != len(BILL_HEADER):
+            raise BillFormatError(f"{len(values)} columns")
+        value = dict(zip(BILL_HEADER, values, strict=True)).get
+        fee = -_bill_amount(value('服务费（元）'))
+        if value('业务类型') == '退款':
+            rows.append({
+                    'type': 'refund',
+                    'number': value('商户订单号'),
+                    'refund_number': value('退款批次号/请求号'),
+                    'reference': value('支付宝交易号'),
+                    'amount': -_bill_amount(value('订单金额（元）')),
+                    'status': 'succeeded',
+                    'fee': fee,
+                    })
+        elif value('业务类型') == '交易':
+            rows.append({
+                    'type': 'payment',
+                    'number': value('商户订单号'),
+                    'reference': value('支付宝交易号'),
+                    'amount': _bill_amount(value('订单金额（元）')),
+                    'status': 'succeeded',
+                    'fee': fee,
+                    })
+        else:
+            raise BillFormatError(f"type {value('业务类型')!r}")
+    return rows

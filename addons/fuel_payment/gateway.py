@@ -1,0 +1,376 @@
+# This file is part of fuelpay.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+"""Payment gateways: an operator's merchant account at a channel (WeChat
+Pay, Alipay, an acquirer) and the one interface every channel's provider
+implements"""
+import dataclasses
+import datetime as dt
+import re
+from decimal import Decimal
+
+from trytond.model import ModelSQL, ModelView, fields
+from trytond.pool import PoolMeta
+from trytond.pyson import Eval
+from trytond.transaction import Transaction
+from trytond.wizard import Button, StateTransition, StateView, Wizard
+
+CHANNELS = [
+    ('wechat', "WeChat Pay"),
+    ('alipay', "Alipay"),
+    ('aggregator', "Huifu Aggregator (UnionPay)"),
+    ]
+
+# Payment codes (付款码) by the prefix the channels document; the
+# attendant's scanner gives only digits, the channel is chosen by them.
+CODE_ROUTES = [
+    ('wechat', re.compile(r'^1[0-5]\d{16}$')),
+    ('alipay', re.compile(r'^(2[5-9]|30)\d{14,22}$')),
+    ('unionpay', re.compile(r'^62\d{17}$')),
+    ]
+
+
+def code_channel(code):
+    "Return the channel of payment code (付款码) or None"
+    code = (code or '').strip()
+    for channel, pattern in CODE_ROUTES:
+        if pattern.match(code):
+            return channel
+    return None
+
+
+def mask_code(code):
+    "A payment code as it may be kept and shown: its prefix only"
+    code = (code or '').strip()
+    return code[:4] + '*' * max(len(code) - 4, 0)
+
+
+def to_fen(amount):
+    "Decimal yuan to integer fen"
+    return int((Decimal(amount) * 100).to_integral_value())
+
+
+def from_fen(fen):
+    return (Decimal(int(fen)) / 100).quantize(Decimal('0.01'))
+
+
+def point_sdk_at(client, url):
+    """Point an SDK client at url instead of the channel's host: the only
+    place that touches the SDKs' private gateway attributes (pinned
+    versions: wechatpayv3 2.0.x `_core._gate_way`, python-alipay-sdk 3.4.x
+    `_gateway`)"""
+    if not url:
+        return client
+    url = url.rstrip('/')
+    core = getattr(client, '_core', None)
+    if core is not None and hasattr(core, '_gate_way'):
+        core._gate_way = url
+    elif hasattr(client, '_gateway'):
+        client._gateway = url
+    else:
+        raise TypeError(f"unknown SDK client {type(client).__name__}")
+    return client
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """What a channel says about a payment
+
+    state: succeeded, pending (user paying or QR not scanned yet),
+    failed, cancelled (reversed or closed), missing (the channel does not
+    know it)."""
+    state: str
+    reference: str | None = None
+    amount: Decimal | None = None
+    date: dt.datetime | None = None
+    code_url: str | None = None
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Notification:
+    "A verified, decrypted notification of a channel"
+    id: str
+    number: str
+    result: Result
+
+
+class TransientError(Exception):
+    "The channel could not be reached or asked to retry"
+
+
+class PermanentError(Exception):
+    "The channel refused the request for good"
+
+
+class ForgedNotification(Exception):
+    "A notification whose signature or content does not verify"
+
+
+class BillFormatError(Exception):
+    "A bill that is not in the channel's format"
+
+
+class Provider:
+    """The interface of a channel, built on a gateway account
+
+    Money is Decimal in the currency unit; each provider converts to what
+    its channel wants. Methods raise TransientError when it is worth
+    trying again and PermanentError otherwise."""
+    channel = None
+
+    def __init__(self, gateway):
+        self.gateway = gateway
+
+    def pay_code(self, payment, code):
+        "Charge the customer's payment code; return a Result"
+        raise NotImplementedError
+
+    def create_qr(self, payment):
+        "Create a QR the customer scans; return a Result with code_url"
+        raise NotImplementedError
+
+    def query(self, payment):
+        raise NotImplementedError
+
+    def reverse(self, payment):
+        "Cancel a code payment, giving the money back if it was taken"
+        raise NotImplementedError
+
+    def close(self, payment):
+        "Close an unpaid QR payment"
+        raise NotImplementedError
+
+    def refund(self, refund):
+        "Return a Result for the refund (reference: the channel's)"
+        raise NotImplementedError
+
+    def parse_notification(self, headers, body):
+        "Return a Notification or raise ForgedNotification"
+        raise NotImplementedError
+
+    def fetch_bill(self, date):
+        "Return the raw daily bill of date"
+        raise NotImplementedError
+
+    def parse_bill(self, data):
+        """Return the rows of a raw daily bill: dicts of type (payment or
+        refund), number (our order number), refund_number, reference (the
+        channel's), amount, status (succeeded, cancelled or failed) and
+        fee (what the channel keeps, negative when it gives it back)"""
+        raise NotImplementedError
+
+    def bill_name(self, date):
+        "The file name of the bill of date"
+        raise NotImplementedError
+
+    def answer(self, outcome, body):
+        """Return (HTTP status, text, content type) answering a
+        notification whose outcome is accepted, duplicate or refused"""
+        raise NotImplementedError
+
+
+PROVIDERS = {}
+
+
+def provider(channel):
+    "Register a Provider class for channel"
+    def register(cls):
+        cls.channel = channel
+        PROVIDERS[channel] = cls
+        return cls
+    return register
+
+
+class Gateway(ModelSQL, ModelView):
+    "Fuel Payment Gateway"
+    __name__ = 'fuel.payment.gateway'
+
+    name = fields.Char("Name", required=True)
+    company = fields.Many2One(
+        'company.company', "Operator", required=True, ondelete='CASCADE')
+    active = fields.Boolean("Active")
+    channel = fields.Selection(CHANNELS, "Channel", required=True)
+    merchant = fields.Char(
+        "Merchant ID", required=True,
+        help="The merchant number the channel gave (mchid, partner id).")
+    app = fields.Char(
+        "App ID", help="The application the merchant is bound to (appid).")
+    key_serial = fields.Char(
+        "Certificate Serial",
+        help="The serial number of the merchant's API certificate.")
+    product = fields.Char(
+        "Product ID",
+        help="The product the acquirer gave with the keys (Huifu "
+        "product_id).")
+    # secrets: nobody reads them through the ORM (see gateway.xml)
+    private_key = fields.Text(
+        "Private Key", loading='lazy',
+        help="The merchant's RSA private key (PEM).")
+    api_key = fields.Char(
+        "API Key", loading='lazy', strip=False,
+        help="The APIv3 key that encrypts notifications.")
+    platform_key = fields.Text(
+        "Platform Public Key",
+        help="The channel's public key (PEM) that signs its answers.")
+    platform_key_id = fields.Char(
+        "Platform Public Key ID")
+    has_keys = fields.Function(
+        fields.Boolean("Keys Set"), 'get_has_keys')
+    notify_url = fields.Char(
+        "Notification URL",
+        help="The public address of this gateway's notification route: "
+        "https://<host>/<database>/fuel_payment/notify/<gateway id>.")
+    url = fields.Char(
+        "Gateway URL",
+        help="Leave empty for the channel's production host.")
+    code_timeout = fields.Integer(
+        "Code Payment Deadline", required=True,
+        help="Seconds a customer has to confirm a code payment on the "
+        "phone before it is reversed.")
+    qr_timeout = fields.Integer(
+        "QR Deadline", required=True,
+        help="Seconds a QR stays payable before it is closed.")
+    poll_interval = fields.Integer(
+        "Poll Interval", required=True,
+        help="Seconds between two queries of a payment being paid.")
+    fee_account = fields.Many2One(
+        'account.account', "Fee Account", ondelete='RESTRICT',
+        domain=[('company', '=', Eval('company', -1))],
+        help="The expense account of the channel's fees.")
+    journal = fields.Many2One(
+        'account.journal', "Journal", ondelete='RESTRICT',
+        help="The journal of the fee moves.")
+    methods = fields.One2Many(
+        'sale.point.payment.method', 'gateway', "Payment Methods",
+        domain=[('company', '=', Eval('company', -1))])
+
+    @classmethod
+    def __setup__(cls):
+        super().__setup__()
+        cls._buttons.update({
+                'set_keys': {},
+                })
+
+    @classmethod
+    def default_active(cls):
+        return True
+
+    @classmethod
+    def default_company(cls):
+        return Transaction().context.get('company')
+
+    @classmethod
+    def default_code_timeout(cls):
+        # WeChat and Alipay advise to give up after 30 to 60 s
+        return 60
+
+    @classmethod
+    def default_qr_timeout(cls):
+        return 300
+
+    @classmethod
+    def default_poll_interval(cls):
+        # both channels advise a query about every 5 s
+        return 5
+
+    @classmethod
+    def get_has_keys(cls, gateways, name):
+        # read by SQL: nobody may read the keys through the ORM
+        table = cls.__table__()
+        cursor = Transaction().connection.cursor()
+        result = dict.fromkeys((g.id for g in gateways), False)
+        cursor.execute(*table.select(
+                table.id,
+                where=fields.SQL_OPERATORS['in'](
+                    table.id, [g.id for g in gateways])
+                & (table.private_key != None)))  # noqa: E711
+        for gateway_id, in cursor:
+            result[gateway_id] = True
+        return result
+
+    def secrets(self):
+        "Return the private key and API key, read by SQL"
+        table = self.__table__()
+        cursor = Transaction().connection.cursor()
+        cursor.execute(*table.select(
+                table.private_key, table.api_key,
+                where=table.id == self.id))
+        return cursor.fetchone()
+
+    def get_provider(self):
+        return PROVIDERS[self.channel](self)
+
+    @classmethod
+    def copy(cls, gateways, default=None):
+        default = default.copy() if default is not None else {}
+        for name in ['private_key', 'api_key']:
+            default.setdefault(name, None)
+        return super().copy(gateways, default=default)
+
+    @classmethod
+    @ModelView.button_action('fuel_payment.wizard_gateway_set_keys')
+    def set_keys(cls, gateways):
+        pass
+
+
+class GatewaySetKeysStart(ModelView):
+    "Set Gateway Keys"
+    __name__ = 'fuel.payment.gateway.set_keys.start'
+    private_key = fields.Text(
+        "Private Key", required=True,
+        help="Paste the merchant's RSA private key (PEM).")
+    api_key = fields.Char("API Key", strip=False)
+
+
+class GatewaySetKeys(Wizard):
+    "Set Gateway Keys"
+    __name__ = 'fuel.payment.gateway.set_keys'
+    start = StateView(
+        'fuel.payment.gateway.set_keys.start',
+        'fuel_payment.gateway_set_keys_start_view_form', [
+            Button("Cancel", 'end', 'tryton-cancel'),
+            Button("Set", 'set_', 'tryton-ok', default=True),
+            ])
+    set_ = StateTransition()
+
+    def transition_set_(self):
+        values = {
+            'private_key': self.start.private_key,
+            'api_key': self.start.api_key,
+            }
+        # the wizard's session must not keep the keys
+        self.start.private_key = self.start.api_key = None
+        self.model.write([self.record], values)
+        return 'end'
+
+
+class PaymentMethod(metaclass=PoolMeta):
+    __name__ = 'sale.point.payment.method'
+    gateway = fields.Many2One(
+        'fuel.payment.gateway', "Gateway", ondelete='RESTRICT',
+        domain=[('company', '=', Eval('company', -1))],
+        states={
+            'invisible': ~Eval('fuel_kind').in_(
+                ['wechat', 'alipay', 'unionpay', 'jd', 'face']),
+            },
+        help="The merchant account that takes this method's payments; "
+        "without one, the attendant types the reference of an external "
+        "terminal.")
+
+    @classmethod
+    def for_channel(cls, company, channel, face=False):
+        """Return the active method of company whose gateway takes
+        payments of channel (the face method first for a face payment)"""
+        kinds = (['face'] if face else []) + [channel]
+        for kind in kinds:
+            methods = cls.search([
+                    ('company', '=', company.id),
+                    ('fuel_kind', '=', kind),
+                    ('gateway', '!=', None),
+                    ('gateway.active', '=', True),
+                    ] + ([('gateway.channel', '=', channel)]
+                        if kind == 'face' else []),
+                limit=1)
+            if methods:
+                return methods[0]
+        return None

@@ -1,0 +1,38 @@
+# This file is part of fuelpay.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+"""The routes the payment channels call: their notifications
+
+A channel proves itself by its signature, not by a session or a bearer
+key: the route verifies it with the gateway's platform key before it
+reads anything, and runs without access rights once it has. Each
+provider answers in its channel's words (WeChat 204, Alipay "success",
+Huifu "RECV_ORD_ID_<number>")."""
+from trytond.protocols.wrappers import (
+    HTTPStatus,
+    Response,
+    with_pool,
+    with_transaction,
+)
+from trytond.transaction import without_check_access
+from trytond.wsgi import app
+
+
+@app.route(
+    '/<database_name>/fuel_payment/notify/<int:gateway_id>',
+    methods=['POST'])
+@with_pool
+@with_transaction()
+def notify(request, pool, gateway_id):
+    "A channel's notification of a payment of gateway_id"
+    Gateway = pool.get('fuel.payment.gateway')
+    Notification = pool.get('fuel.payment.gateway.notification')
+    body = request.get_data(as_text=True)
+    with without_check_access():
+        gateways = Gateway.search([('id', '=', gateway_id)], limit=1)
+        if not gateways:
+            return Response(status=HTTPStatus.NOT_FOUND)
+        gateway, = gateways
+        outcome = Notification.receive(gateway, dict(request.headers), body)
+        status, text, content_type = gateway.get_provider().answer(
+            outcome, body)
+    return Response(text, status=status, content_type=content_type)

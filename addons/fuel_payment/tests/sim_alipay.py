@@ -1,0 +1,418 @@
+# This file is part of fuelpay.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+"""An Alipay open API gateway (gateway.do) on 127.0.0.1 for the tests
+
+It checks the application's RSA2 signature over the sorted `k=v` pairs
+without `sign`, answers `<method>_response` objects signed over their
+exact JSON text with its own key, sends form notifications signed over
+the sorted pairs without `sign` and `sign_type`, and keeps the trades.
+
+`paying_queries` (None: pay at once; n: WAIT_BUYER_PAY until the n-th
+query; -1: for ever), `refuse` (a sub_code for the next call) and `down`
+(answer 500) set what it answers."""
+import base64
+import datetime as dt
+import io
+import json
+import secrets
+import threading
+import urllib.parse
+import zipfile
+from decimal import ROUND_HALF_UP, Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+
+from .sim_wechat import new_key, private_pem, public_pem, sign
+
+BEIJING = dt.timezone(dt.timedelta(hours=8))
+# the service fee rate of the simulated merchant (0.6 %)
+FEE_RATE = Decimal('0.006')
+BILL_HEADER = (
+    '支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,'
+    '门店名称,操作员,终端号,对方账户,订单金额（元）,商家实收（元）,'
+    '支付宝红包（元）,集分宝（元）,支付宝优惠（元）,商家优惠（元）,'
+    '券核销金额（元）,券名称,商家红包消费金额（元）,卡消费金额（元）,'
+    '退款批次号/请求号,服务费（元）,分润（元）,备注')
+
+
+def fee_of(amount):
+    return (amount * FEE_RATE).quantize(
+        Decimal('0.01'), rounding=ROUND_HALF_UP)
+
+
+def now_text():
+    return dt.datetime.now(BEIJING).strftime('%Y-%m-%d %H:%M:%S')
+
+
+class Trade:
+    def __init__(self, biz, kind):
+        self.biz = biz
+        self.kind = kind
+        self.out_trade_no = biz['out_trade_no']
+        self.total = Decimal(biz['total_amount'])
+        self.trade_no = dt.datetime.now().strftime('%Y%m%d') + (
+            '2200' + secrets.token_hex(8))[:20]
+        self.status = 'WAIT_BUYER_PAY'
+        self.gmt_payment = None
+        self.queries = 0
+        self.refunds = {}
+        self.refund_times = {}
+        self.qr_code = None
+
+    def same(self, biz):
+        keys = ['subject', 'total_amount', 'auth_code']
+        return all(self.biz.get(k) == biz.get(k) for k in keys)
+
+    def pay(self):
+        self.status = 'TRADE_SUCCESS'
+        self.gmt_payment = now_text()
+
+    def values(self):
+        result = {
+            'trade_no': self.trade_no,
+            'out_trade_no': self.out_trade_no,
+            'trade_status': self.status,
+            'total_amount': str(self.total),
+            'buyer_logon_id': 'sim***@example.com',
+            }
+        if self.gmt_payment:
+            result['send_pay_date'] = self.gmt_payment
+        return result
+
+
+class AlipaySimulator:
+
+    def __init__(self, app_id='2021000000000001', pid='2088000000000001'):
+        self.app_id = app_id
+        self.pid = pid
+        self.app_key = new_key()
+        self.alipay_key = new_key()
+        self.trades = {}
+        self.requests = []
+        self.paying_queries = None
+        self.refuse = None
+        self.down = False
+        self.lock = threading.Lock()
+        self.server = None
+        self.bills = {}
+
+    def start(self):
+        simulator = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                simulator.handle(self)
+
+            def do_POST(self):
+                simulator.handle(self)
+
+            def log_message(self, format, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        threading.Thread(
+            target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def url(self):
+        return 'http://127.0.0.1:%s/gateway.do' % (
+            self.server.server_address[1])
+
+    def gateway_values(self):
+        return {
+            'channel': 'alipay',
+            'merchant': self.pid,
+            'app': self.app_id,
+            'private_key': private_pem(self.app_key),
+            'platform_key': public_pem(self.alipay_key),
+            'url': self.url,
+            'notify_url': 'https://fuel.example.com/db/fuel_payment/notify/2',
+            }
+
+    # ---- HTTP ------------------------------------------------------------
+
+    def handle(self, request):
+        url = urllib.parse.urlsplit(request.path)
+        if url.path == '/bill':
+            token = urllib.parse.parse_qs(url.query).get('token', [''])[0]
+            content = self.bills.pop(token, b'')
+            request.send_response(200 if content else 404)
+            request.send_header('Content-Type', 'application/zip')
+            request.send_header('Content-Length', str(len(content)))
+            request.end_headers()
+            request.wfile.write(content)
+            return
+        length = int(request.headers.get('Content-Length') or 0)
+        query = url.query
+        if length:
+            query += '&' + request.rfile.read(length).decode()
+        params = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+        with self.lock:
+            self.requests.append(params.get('method'))
+            if self.down:
+                request.send_response(500)
+                request.end_headers()
+                return
+            method = params.get('method', '')
+            response_type = method.replace('.', '_') + '_response'
+            if not self.verify(params):
+                self.answer(request, response_type, {
+                        'code': '40002', 'msg': 'Invalid Arguments',
+                        'sub_code': 'isv.invalid-signature',
+                        'sub_msg': '验签出错'})
+                return
+            biz = json.loads(params.get('biz_content') or '{}')
+            if self.refuse:
+                sub_code, self.refuse = self.refuse, None
+                self.answer(request, response_type, self.failure(sub_code))
+                return
+            handler = getattr(self, method.replace('.', '_'), None)
+            if handler is None:
+                self.answer(request, response_type, {
+                        'code': '40004', 'msg': 'Business Failed',
+                        'sub_code': 'isv.invalid-method'})
+                return
+            self.answer(request, response_type, handler(biz, params))
+
+    def verify(self, params):
+        params = dict(params)
+        signature = params.pop('sign', '')
+        if (params.get('app_id') != self.app_id
+                or params.get('sign_type') != 'RSA2'):
+            return False
+        message = '&'.join('%s=%s' % kv for kv in sorted(params.items()))
+        try:
+            self.app_key.public_key().verify(
+                base64.b64decode(signature), message.encode(),
+                padding.PKCS1v15(), hashes.SHA256())
+        except (ValueError, InvalidSignature):
+            return False
+        return True
+
+    def answer(self, request, response_type, data):
+        text = json.dumps(data, ensure_ascii=False, separators=(',', ':'))
+        body = '{"%s":%s,"sign":"%s"}' % (
+            response_type, text, sign(self.alipay_key, text))
+        body = body.encode()
+        request.send_response(200)
+        request.send_header('Content-Type', 'text/html;charset=utf-8')
+        request.send_header('Content-Length', str(len(body)))
+        request.end_headers()
+        request.wfile.write(body)
+
+    @staticmethod
+    def failure(sub_code):
+        return {
+            'code': '40004', 'msg': 'Business Failed',
+            'sub_code': sub_code, 'sub_msg': sub_code}
+
+    @staticmethod
+    def success(values):
+        return dict({'code': '10000', 'msg': 'Success'}, **values)
+
+    # ---- methods -----------------------------------------------------
+
+    def alipay_trade_pay(self, biz, params):
+        trade = self.trades.get(biz['out_trade_no'])
+        if trade is None:
+            if not (biz.get('auth_code', '')[:2] in {
+                        '25', '26', '27', '28', '29', '30'}
+                    and 16 <= len(biz['auth_code']) <= 24):
+                return self.failure('ACQ.PAYMENT_AUTH_CODE_INVALID')
+            trade = Trade(biz, 'code')
+            self.trades[trade.out_trade_no] = trade
+            if self.paying_queries is None:
+                trade.pay()
+        elif not trade.same(biz):
+            return self.failure('ACQ.CONTEXT_INCONSISTENT')
+        values = trade.values()
+        if trade.status == 'WAIT_BUYER_PAY':
+            return dict(
+                values, code='10003', msg='order success pay inprocess')
+        if trade.status == 'TRADE_CLOSED':
+            return self.failure('ACQ.TRADE_HAS_CLOSE')
+        return self.success(dict(values, gmt_payment=trade.gmt_payment))
+
+    def alipay_trade_precreate(self, biz, params):
+        trade = self.trades.get(biz['out_trade_no'])
+        if trade is not None and not trade.same(biz):
+            return self.failure('ACQ.CONTEXT_INCONSISTENT')
+        if trade is None:
+            trade = Trade(biz, 'qr')
+            trade.notify_url = params.get('notify_url')
+            trade.qr_code = 'https://qr.alipay.com/%s' % (
+                secrets.token_hex(8))
+            self.trades[trade.out_trade_no] = trade
+        return self.success({
+                'out_trade_no': trade.out_trade_no,
+                'qr_code': trade.qr_code})
+
+    def alipay_trade_query(self, biz, params):
+        trade = self.trades.get(biz.get('out_trade_no'))
+        if trade is None:
+            return self.failure('ACQ.TRADE_NOT_EXIST')
+        trade.queries += 1
+        if (trade.status == 'WAIT_BUYER_PAY' and trade.kind == 'code'
+                and self.paying_queries is not None
+                and self.paying_queries >= 0
+                and trade.queries >= self.paying_queries):
+            trade.pay()
+        return self.success(trade.values())
+
+    def alipay_trade_cancel(self, biz, params):
+        trade = self.trades.get(biz.get('out_trade_no'))
+        if trade is None:
+            return self.failure('ACQ.TRADE_NOT_EXIST')
+        action = 'refund' if trade.status == 'TRADE_SUCCESS' else 'close'
+        trade.status = 'TRADE_CLOSED'
+        return self.success({
+                'out_trade_no': trade.out_trade_no,
+                'trade_no': trade.trade_no, 'retry_flag': 'N',
+                'action': action})
+
+    def alipay_trade_close(self, biz, params):
+        trade = self.trades.get(biz.get('out_trade_no'))
+        if trade is None:
+            return self.failure('ACQ.TRADE_NOT_EXIST')
+        if trade.status != 'WAIT_BUYER_PAY':
+            return self.failure('ACQ.TRADE_STATUS_ERROR')
+        trade.status = 'TRADE_CLOSED'
+        return self.success({
+                'out_trade_no': trade.out_trade_no,
+                'trade_no': trade.trade_no})
+
+    def alipay_trade_refund(self, biz, params):
+        trade = self.trades.get(biz.get('out_trade_no'))
+        if trade is None or trade.status not in {
+                'TRADE_SUCCESS', 'TRADE_CLOSED'} or not trade.gmt_payment:
+            return self.failure('ACQ.TRADE_NOT_EXIST')
+        number = biz.get('out_request_no') or trade.out_trade_no
+        amount = Decimal(biz['refund_amount'])
+        change = 'N'
+        if number not in trade.refunds:
+            if sum(trade.refunds.values()) + amount > trade.total:
+                return self.failure('ACQ.REFUND_AMT_NOT_EQUAL_TOTAL')
+            trade.refunds[number] = amount
+            trade.refund_times[number] = now_text()
+            change = 'Y'
+            if sum(trade.refunds.values()) == trade.total:
+                trade.status = 'TRADE_CLOSED'
+        return self.success({
+                'trade_no': trade.trade_no,
+                'out_trade_no': trade.out_trade_no,
+                'fund_change': change,
+                'refund_fee': str(sum(trade.refunds.values())),
+                'gmt_refund_pay': now_text()})
+
+    # ---- notifications ---------------------------------------------------
+
+    def pay(self, out_trade_no):
+        with self.lock:
+            self.trades[out_trade_no].pay()
+
+    def notification(self, out_trade_no, forge=False, notify_id=None):
+        "Return (headers, body) of the form Alipay posts to notify_url"
+        trade = self.trades[out_trade_no]
+        params = {
+            'notify_time': now_text(),
+            'notify_type': 'trade_status_sync',
+            'notify_id': notify_id or secrets.token_hex(16),
+            'charset': 'utf-8',
+            'version': '1.0',
+            'app_id': self.app_id,
+            'seller_id': self.pid,
+            'trade_no': trade.trade_no,
+            'out_trade_no': trade.out_trade_no,
+            'trade_status': trade.status,
+            'total_amount': str(trade.total),
+            'receipt_amount': str(trade.total),
+            'subject': trade.biz.get('subject', ''),
+            'gmt_create': trade.gmt_payment or now_text(),
+            }
+        if trade.gmt_payment:
+            params['gmt_payment'] = trade.gmt_payment
+        message = '&'.join('%s=%s' % kv for kv in sorted(params.items()))
+        params['sign'] = sign(new_key() if forge else self.alipay_key, message)
+        params['sign_type'] = 'RSA2'
+        headers = {
+            'Content-Type': 'application/x-www-form-urlencoded; charset=utf-8'}
+        return headers, urllib.parse.urlencode(params)
+
+    # ---- bills -----------------------------------------------------------
+
+    def alipay_data_dataservice_bill_downloadurl_query(self, biz, params):
+        date = dt.date.fromisoformat(biz['bill_date'])
+        token = secrets.token_hex(8)
+        self.bills[token] = self.bill(date)
+        return self.success({
+                'bill_download_url': '%s?token=%s' % (
+                    self.url.replace('/gateway.do', '/bill'), token)})
+
+    def bill(self, date):
+        """Return the zip of the trade bill of date: the GBK CSV of the
+        details with its comment lines, and the summary file"""
+        day = date.strftime('%Y%m%d')
+        rows = []
+        paid = refunded = Decimal(0)
+        for trade in self.trades.values():
+            if not trade.gmt_payment:
+                continue
+            if trade.gmt_payment.startswith(date.isoformat()):
+                rows.append(self.bill_row(
+                        trade, '交易', trade.total, '', -fee_of(trade.total),
+                        trade.gmt_payment))
+                paid += trade.total
+            for number, amount in trade.refunds.items():
+                when = trade.refund_times[number]
+                if when.startswith(date.isoformat()):
+                    rows.append(self.bill_row(
+                            trade, '退款', -amount, number, fee_of(amount),
+                            when))
+                    refunded += amount
+        detail = '\r\n'.join([
+                '#支付宝业务明细查询',
+                '#账号：[%s0156]' % self.pid,
+                '#起始日期：[%s 00:00:00]   终止日期：[%s 00:00:00]' % (
+                    date.strftime('%Y年%m月%d日'),
+                    (date + dt.timedelta(days=1)).strftime('%Y年%m月%d日')),
+                '#' + '-' * 40 + '业务明细列表' + '-' * 40,
+                BILL_HEADER,
+                ] + rows + [
+                '#' + '-' * 40 + '业务明细列表结束' + '-' * 36,
+                '#交易合计：%s笔，商家实收共：%s元，商家优惠共：0.00元' % (
+                    sum(1 for r in rows if ',交易,' in r), paid),
+                '#退款合计：%s笔，商家实收退款共：-%s元，商家优惠退款共：0.00元'
+                % (sum(1 for r in rows if ',退款,' in r), refunded),
+                '#导出时间：[%s]' % dt.datetime.now(BEIJING).strftime(
+                    '%Y年%m月%d日 %H:%M:%S'),
+                ]) + '\r\n'
+        summary = '\r\n'.join([
+                '#支付宝业务汇总查询',
+                '门店编号,门店名称,交易订单总笔数,退款订单总笔数,订单金额（元）',
+                '合计,,%s,%s,%s' % (len(rows), 0, paid - refunded),
+                ]) + '\r\n'
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, 'w', zipfile.ZIP_DEFLATED) as archive:
+            prefix = '%s0156_%s' % (self.pid, day)
+            archive.writestr(
+                prefix + '_业务明细.csv', detail.encode('gbk'))
+            archive.writestr(
+                prefix + '_业务明细(汇总).csv', summary.encode('gbk'))
+        return buffer.getvalue()
+
+    def bill_row(self, trade, kind, amount, number, fee, when):
+        values = [
+            trade.trade_no + '\t', trade.out_trade_no + '\t', kind,
+            trade.biz.get('subject', ''), trade.gmt_payment, when,
+            trade.biz.get('store_id', ''), '', '', '',
+            'sim***@example.com', str(amount), str(amount), '0.00',
+            '0.00', '0.00', '0.00', '0.00', '', '0.00', '0.00',
+            number + '\t' if number else '', str(fee), '0.00', '']
+        return ','.join(values)

@@ -1,0 +1,241 @@
+# This file is part of fuelpay.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+"""Huifu's aggregator API (汇付斗拱) on 127.0.0.1 for the tests
+
+It checks the envelope `{sys_id, product_id, data, sign}` (SHA256withRSA
+of the sorted, compact `data` with the merchant key), answers `{data,
+sign}` signed the same way with its own key, sends form notifications
+`resp_code, resp_data, sign` and keeps the trades.
+
+`paying_queries` (None: pay at once; n: P until the n-th query; -1: for
+ever) and `down` (answer 500) set what it answers. The code it gives for
+an unknown order (ORDER_NOT_EXIST) is its own: the material we had does
+not name Huifu's."""
+import datetime as dt
+import json
+import secrets
+import threading
+import urllib.parse
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from ..aggregator import _canonical, sign, verify
+from .sim_wechat import new_key, private_pem, public_pem
+
+BEIJING = dt.timezone(dt.timedelta(hours=8))
+
+
+class Trade:
+    def __init__(self, data, kind):
+        self.data = data
+        self.kind = kind
+        self.number = data['req_seq_id']
+        self.amount = Decimal(data['trans_amt'])
+        self.hf_seq_id = '0029000top' + secrets.token_hex(15)
+        self.state = 'P'
+        self.end_time = None
+        self.queries = 0
+        self.refunds = {}
+        self.qr_code = None
+
+    def pay(self):
+        self.state = 'S'
+        self.end_time = dt.datetime.now(BEIJING).strftime('%Y%m%d%H%M%S')
+
+    def values(self, huifu_id):
+        result = {
+            'huifu_id': huifu_id,
+            'req_date': self.data['req_date'],
+            'req_seq_id': self.number,
+            'hf_seq_id': self.hf_seq_id,
+            'trans_amt': str(self.amount),
+            'trans_stat': self.state,
+            'out_trans_id': '62' + self.hf_seq_id[-10:],
+            }
+        if self.end_time:
+            result['end_time'] = self.end_time
+        return result
+
+
+class HuifuSimulator:
+
+    def __init__(self, sys_id='6666000100000001', product_id='YYZY',
+            huifu_id='6666000100000002'):
+        self.sys_id = sys_id
+        self.product_id = product_id
+        self.huifu_id = huifu_id
+        self.merchant_key = new_key()
+        self.huifu_key = new_key()
+        self.trades = {}
+        self.paying_queries = None
+        self.down = False
+        self.lock = threading.Lock()
+        self.server = None
+
+    def start(self):
+        simulator = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                simulator.handle(self)
+
+            def log_message(self, format, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        threading.Thread(
+            target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def url(self):
+        return 'http://127.0.0.1:%s' % self.server.server_address[1]
+
+    def gateway_values(self):
+        return {
+            'channel': 'aggregator',
+            'merchant': self.huifu_id,
+            'app': self.sys_id,
+            'product': self.product_id,
+            'private_key': private_pem(self.merchant_key),
+            'platform_key': public_pem(self.huifu_key),
+            'url': self.url,
+            'notify_url': 'https://fuel.example.com/db/fuel_payment/notify/3',
+            }
+
+    # ---- HTTP ------------------------------------------------------------
+
+    def handle(self, request):
+        length = int(request.headers.get('Content-Length') or 0)
+        body = json.loads(request.rfile.read(length) or b'{}')
+        with self.lock:
+            if self.down:
+                request.send_response(500)
+                request.send_header('Content-Length', '0')
+                request.end_headers()
+                return
+            data = body.get('data') or {}
+            if (body.get('sys_id') != self.sys_id
+                    or body.get('product_id') != self.product_id
+                    or not verify(
+                        self.merchant_key.public_key(), _canonical(data),
+                        body.get('sign', ''))):
+                answer = {'resp_code': '10000001', 'resp_desc': '验签失败'}
+            else:
+                handler = {
+                    '/v2/trade/payment/micropay': self.micropay,
+                    '/v2/trade/payment/jspay': self.jspay,
+                    '/v2/trade/payment/scanpay/query': self.query,
+                    '/v2/trade/payment/scanpay/close': self.close,
+                    '/v2/trade/payment/scanpay/refund': self.refund,
+                    }.get(urllib.parse.urlsplit(request.path).path)
+                answer = handler(data) if handler else {
+                    'resp_code': '10000002', 'resp_desc': '接口不存在'}
+            text = json.dumps({
+                    'data': answer,
+                    'sign': sign(self.huifu_key, _canonical(answer)),
+                    }, ensure_ascii=False).encode()
+            request.send_response(200)
+            request.send_header('Content-Type', 'application/json')
+            request.send_header('Content-Length', str(len(text)))
+            request.end_headers()
+            request.wfile.write(text)
+
+    @staticmethod
+    def code(trade):
+        return {
+            'S': ('00000000', '交易成功'),
+            'P': ('00000100', '交易处理中'),
+            }.get(trade.state, ('00000000', '交易失败'))
+
+    def answer_trade(self, trade, **values):
+        code, desc = self.code(trade)
+        return dict(
+            trade.values(self.huifu_id), resp_code=code, resp_desc=desc,
+            **values)
+
+    def micropay(self, data):
+        trade = self.trades.get(data['req_seq_id'])
+        if trade is None:
+            auth_code = data.get('auth_code', '')
+            if not (auth_code[:2] == '62' and len(auth_code) == 19):
+                return {'resp_code': '21000000', 'resp_desc': '付款码无效'}
+            trade = Trade(data, 'code')
+            self.trades[trade.number] = trade
+            if self.paying_queries is None:
+                trade.pay()
+        return self.answer_trade(trade)
+
+    def jspay(self, data):
+        trade = self.trades.get(data['req_seq_id'])
+        if trade is None:
+            trade = Trade(data, 'qr')
+            trade.qr_code = 'https://qr.95516.com/00010000/%s' % (
+                secrets.token_hex(8))
+            self.trades[trade.number] = trade
+        return self.answer_trade(
+            trade, trade_type=data['trade_type'], qr_code=trade.qr_code)
+
+    def query(self, data):
+        trade = self.trades.get(data.get('org_req_seq_id'))
+        if trade is None:
+            return {'resp_code': '23000003', 'resp_desc': 'ORDER_NOT_EXIST'}
+        trade.queries += 1
+        if (trade.state == 'P' and trade.kind == 'code'
+                and self.paying_queries is not None
+                and self.paying_queries >= 0
+                and trade.queries >= self.paying_queries):
+            trade.pay()
+        return self.answer_trade(trade)
+
+    def close(self, data):
+        trade = self.trades.get(data.get('org_req_seq_id'))
+        if trade is None:
+            return {'resp_code': '23000003', 'resp_desc': 'ORDER_NOT_EXIST'}
+        if trade.state != 'P':
+            return {'resp_code': '23000004', 'resp_desc': '交易状态不允许关单'}
+        trade.state = 'F'
+        return {
+            'resp_code': '00000000', 'resp_desc': '关单成功',
+            'huifu_id': self.huifu_id, 'req_seq_id': data['req_seq_id'],
+            'trans_stat': 'S'}
+
+    def refund(self, data):
+        trade = self.trades.get(data.get('org_req_seq_id'))
+        if trade is None or trade.state != 'S':
+            return {'resp_code': '23000003', 'resp_desc': 'ORDER_NOT_EXIST'}
+        number = data['req_seq_id']
+        amount = Decimal(data['ord_amt'])
+        if number not in trade.refunds:
+            if sum(trade.refunds.values()) + amount > trade.amount:
+                return {'resp_code': '23000005', 'resp_desc': '退款金额超限'}
+            trade.refunds[number] = amount
+        return {
+            'resp_code': '00000000', 'resp_desc': '退款成功',
+            'huifu_id': self.huifu_id, 'req_seq_id': number,
+            'hf_seq_id': 'R' + trade.hf_seq_id[1:], 'ord_amt': str(amount),
+            'trans_stat': 'S'}
+
+    # ---- notifications ---------------------------------------------------
+
+    def pay(self, number):
+        with self.lock:
+            self.trades[number].pay()
+
+    def notification(self, number, forge=False):
+        "Return (headers, body) of the form Huifu posts to notify_url"
+        trade = self.trades[number]
+        resp_data = json.dumps(
+            dict(trade.values(self.huifu_id), resp_code='00000000',
+                trans_type='U_NATIVE' if trade.kind == 'qr' else 'U_MICROPAY'),
+            ensure_ascii=False, separators=(',', ':'))
+        key = new_key() if forge else self.huifu_key
+        body = urllib.parse.urlencode({
+                'resp_code': '00000000',
+                'resp_data': resp_data,
+                'sign': sign(key, resp_data),
+                })
+        return {'Content-Type': 'application/x-www-form-urlencoded'}, body

@@ -1,0 +1,498 @@
+# This file is part of fuelpay.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+"""A WeChat Pay API v3 gateway on 127.0.0.1 for the tests
+
+It checks the merchant's request signature as WeChat does
+(WECHATPAY2-SHA256-RSA2048 over `METHOD\\nPATH?QUERY\\nTIMESTAMP\\nNONCE\\n
+BODY\\n`), signs its answers with its platform key (platform public key
+mode: `Wechatpay-Serial` is the key id), encrypts notifications with
+AEAD_AES_256_GCM under the APIv3 key and keeps the orders it was given.
+
+What it answers is set on the object: `paying_queries` (None: pay at
+once; n: USERPAYING until the n-th query; -1: USERPAYING for ever),
+`refuse` (an error code for the next call), `down` (answer 500)."""
+import base64
+import datetime as dt
+import gzip
+import hashlib
+import json
+import secrets
+import threading
+import time
+import urllib.parse
+from decimal import ROUND_HALF_UP, Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+# the largest clock difference WeChat accepts in a request signature
+MAX_SKEW = 300
+# the fee rate the simulated merchant pays (0.6 %), rounded to the fen
+FEE_RATE = Decimal('0.006')
+BEIJING = dt.timezone(dt.timedelta(hours=8))
+BILL_HEADER = (
+    '交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,'
+    '用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,'
+    '微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,'
+    '商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注')
+SUMMARY_HEADER = (
+    '总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,'
+    '订单总金额,申请退款总金额')
+
+
+def yuan(fen):
+    return '%.2f' % (Decimal(fen) / 100)
+
+
+def fee_of(fen):
+    return (Decimal(fen) / 100 * FEE_RATE).quantize(
+        Decimal('0.01'), rounding=ROUND_HALF_UP)
+
+
+def new_key():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def private_pem(key):
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()).decode()
+
+
+def public_pem(key):
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM,
+        serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def sign(key, message):
+    return base64.b64encode(key.sign(
+            message.encode(), padding.PKCS1v15(), hashes.SHA256())).decode()
+
+
+class Order:
+    def __init__(self, data, kind):
+        self.data = data
+        self.kind = kind
+        self.out_trade_no = data['out_trade_no']
+        self.total = data['amount']['total']
+        self.state = 'NOTPAY'
+        self.transaction_id = '42' + secrets.token_hex(4).upper() + str(
+            int(time.time() * 1000))[-20:]
+        self.success_time = None
+        self.queries = 0
+        self.refunds = {}
+        self.code_url = None
+
+    def same(self, data):
+        "Whether data repeats the request that created the order"
+        keys = ['description', 'amount', 'payer']
+        return all(self.data.get(k) == data.get(k) for k in keys)
+
+    def pay(self):
+        self.state = 'SUCCESS'
+        self.success_time = dt.datetime.now(
+            dt.timezone(dt.timedelta(hours=8))).isoformat(
+            timespec='seconds')
+
+    def resource(self, mchid, appid):
+        result = {
+            'appid': appid, 'mchid': mchid,
+            'out_trade_no': self.out_trade_no,
+            'transaction_id': self.transaction_id,
+            'trade_type': 'MICROPAY' if self.kind == 'code' else 'NATIVE',
+            'trade_state': self.state,
+            'trade_state_desc': self.state,
+            'bank_type': 'OTHERS',
+            'payer': {'openid': 'o-sim-payer'},
+            'amount': {
+                'total': self.total, 'payer_total': self.total,
+                'currency': 'CNY', 'payer_currency': 'CNY'},
+            }
+        if self.success_time:
+            result['success_time'] = self.success_time
+        return result
+
+
+class WeChatSimulator:
+
+    def __init__(self, mchid='1900000109', appid='wxsim0000000001'):
+        self.mchid = mchid
+        self.appid = appid
+        self.serial = secrets.token_hex(20).upper()
+        self.merchant_key = new_key()
+        self.platform_key = new_key()
+        self.platform_key_id = 'PUB_KEY_ID_' + secrets.token_hex(8).upper()
+        self.api_key = secrets.token_hex(16)
+        self.orders = {}
+        self.requests = []
+        self.paying_queries = None
+        self.refuse = None
+        self.down = False
+        self.lock = threading.Lock()
+        self.server = None
+        self.bills = {}
+
+    # ---- life cycle --------------------------------------------------
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def start(self):
+        simulator = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                simulator.handle(self, 'GET')
+
+            def do_POST(self):
+                simulator.handle(self, 'POST')
+
+            def log_message(self, format, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        threading.Thread(
+            target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def url(self):
+        return 'http://127.0.0.1:%s' % self.server.server_address[1]
+
+    def gateway_values(self):
+        "The values of a fuel.payment.gateway for this simulator"
+        return {
+            'channel': 'wechat',
+            'merchant': self.mchid,
+            'app': self.appid,
+            'key_serial': self.serial,
+            'private_key': private_pem(self.merchant_key),
+            'api_key': self.api_key,
+            'platform_key': public_pem(self.platform_key),
+            'platform_key_id': self.platform_key_id,
+            'url': self.url,
+            'notify_url': 'https://fuel.example.com/db/fuel_payment/notify/1',
+            }
+
+    # ---- HTTP ----------------------------------------------------------
+
+    def verify(self, request, method, body):
+        "Check the merchant's signature as WeChat does; return an error"
+        authorization = request.headers.get('Authorization', '')
+        scheme, _, params = authorization.partition(' ')
+        if scheme != 'WECHATPAY2-SHA256-RSA2048':
+            return 'SIGN_ERROR'
+        values = dict(
+            (k.strip(), v.strip().strip('"'))
+            for k, _, v in (p.partition('=') for p in params.split(',')))
+        if (values.get('mchid') != self.mchid
+                or values.get('serial_no') != self.serial):
+            return 'SIGN_ERROR'
+        try:
+            if abs(time.time() - int(values['timestamp'])) > MAX_SKEW:
+                return 'SIGN_ERROR'
+            message = '%s\n%s\n%s\n%s\n%s\n' % (
+                method, request.path, values['timestamp'],
+                values['nonce_str'], body)
+            self.merchant_key.public_key().verify(
+                base64.b64decode(values['signature']), message.encode(),
+                padding.PKCS1v15(), hashes.SHA256())
+        except (KeyError, ValueError, InvalidSignature):
+            return 'SIGN_ERROR'
+        return None
+
+    def signed_headers(self, body, key=None):
+        timestamp = str(int(time.time()))
+        nonce = secrets.token_hex(16)
+        return {
+            'Wechatpay-Timestamp': timestamp,
+            'Wechatpay-Nonce': nonce,
+            'Wechatpay-Serial': self.platform_key_id,
+            'Wechatpay-Signature': sign(
+                key or self.platform_key,
+                '%s\n%s\n%s\n' % (timestamp, nonce, body)),
+            'Wechatpay-Signature-Type': 'WECHATPAY2-SHA256-RSA2048',
+            }
+
+    def answer(self, request, status, data=None):
+        body = json.dumps(data, ensure_ascii=False) if data is not None else ''
+        request.send_response(status)
+        for name, value in self.signed_headers(body).items():
+            request.send_header(name, value)
+        if body:
+            request.send_header('Content-Type', 'application/json')
+        request.send_header('Content-Length', str(len(body.encode())))
+        request.end_headers()
+        request.wfile.write(body.encode())
+
+    def error(self, request, status, code, message=None):
+        self.answer(
+            request, status, {'code': code, 'message': message or code})
+
+    def handle(self, request, method):
+        length = int(request.headers.get('Content-Length') or 0)
+        body = request.rfile.read(length).decode() if length else ''
+        with self.lock:
+            self.requests.append((method, request.path))
+            if self.down:
+                self.error(request, 500, 'SYSTEM_ERROR')
+                return
+            refused = self.verify(request, method, body)
+            if refused:
+                self.error(request, 401, refused)
+                return
+            if self.refuse:
+                code, self.refuse = self.refuse, None
+                self.error(request, 403, code)
+                return
+            url = urllib.parse.urlsplit(request.path)
+            data = json.loads(body) if body else {}
+            self.route(request, method, url.path, data)
+
+    def route(self, request, method, path, data):
+        parts = path.strip('/').split('/')
+        if method == 'POST' and path == '/v3/pay/transactions/codepay':
+            self.codepay(request, data)
+        elif method == 'POST' and path == '/v3/pay/transactions/native':
+            order = self.orders.get(data['out_trade_no'])
+            if order is not None and not order.same(data):
+                self.error(request, 403, 'OUT_TRADE_NO_USED')
+                return
+            if order is None:
+                order = Order(data, 'qr')
+                order.code_url = (
+                    'weixin://wxpay/bizpayurl?pr=%s'
+                    % secrets.token_urlsafe(6))
+                self.orders[order.out_trade_no] = order
+            self.answer(request, 200, {'code_url': order.code_url})
+        elif (method == 'GET'
+                and path.startswith('/v3/pay/transactions/out-trade-no/')):
+            self.query(request, parts[-1])
+        elif method == 'POST' and parts[-1] in {'reverse', 'close'}:
+            order = self.orders.get(parts[-2])
+            if order is None:
+                self.error(request, 404, 'ORDER_NOT_EXIST')
+            elif order.state == 'SUCCESS' and parts[-1] == 'close':
+                self.error(request, 400, 'ORDERPAID')
+            else:
+                order.state = 'REVOKED' if parts[-1] == 'reverse' else (
+                    'CLOSED')
+                self.answer(request, 204 if parts[-1] == 'close' else 200,
+                    None if parts[-1] == 'close' else {})
+        elif method == 'POST' and path == '/v3/refund/domestic/refunds':
+            self.refund(request, data)
+        elif method == 'GET' and path == '/v3/bill/tradebill':
+            self.trade_bill(request, request.path)
+        elif method == 'GET' and path == '/v3/billdownload/file':
+            token = urllib.parse.parse_qs(
+                urllib.parse.urlsplit(request.path).query)['token'][0]
+            content = self.bills.pop(token, None)
+            if content is None:
+                self.error(request, 404, 'RESOURCE_NOT_EXISTS')
+                return
+            request.send_response(200)
+            request.send_header('Content-Type', 'application/octet-stream')
+            request.send_header('Content-Length', str(len(content)))
+            request.end_headers()
+            request.wfile.write(content)
+        else:
+            self.error(request, 404, 'NOT_FOUND')
+
+    def codepay(self, request, data):
+        auth_code = data.get('payer', {}).get('auth_code', '')
+        if not (len(auth_code) == 18 and auth_code[:2] in {
+                    '10', '11', '12', '13', '14', '15'}):
+            self.error(request, 400, 'AUTH_CODE_INVALID')
+            return
+        order = self.orders.get(data['out_trade_no'])
+        if order is not None:
+            # the same request again is answered as the first one was
+            if not order.same(data):
+                self.error(request, 403, 'OUT_TRADE_NO_USED')
+            elif order.state == 'USERPAYING':
+                self.error(request, 202, 'USERPAYING')
+            elif order.state in {'SUCCESS', 'REFUND'}:
+                self.answer(
+                    request, 200, order.resource(self.mchid, self.appid))
+            else:
+                self.error(request, 400, 'ORDERCLOSED')
+            return
+        order = Order(data, 'code')
+        self.orders[order.out_trade_no] = order
+        if self.paying_queries is None:
+            order.pay()
+            self.answer(request, 200, order.resource(self.mchid, self.appid))
+        else:
+            order.state = 'USERPAYING'
+            self.error(request, 202, 'USERPAYING', "需要用户输入支付密码")
+
+    def query(self, request, out_trade_no):
+        order = self.orders.get(out_trade_no)
+        if order is None:
+            self.error(request, 404, 'ORDER_NOT_EXIST')
+            return
+        order.queries += 1
+        if (order.state == 'USERPAYING' and self.paying_queries is not None
+                and self.paying_queries >= 0
+                and order.queries >= self.paying_queries):
+            order.pay()
+        self.answer(request, 200, order.resource(self.mchid, self.appid))
+
+    def refund(self, request, data):
+        order = self.orders.get(data.get('out_trade_no'))
+        if order is None or order.state not in {'SUCCESS', 'REFUND'}:
+            self.error(request, 404, 'RESOURCE_NOT_EXISTS')
+            return
+        amount = data['amount']
+        if amount['total'] != order.total:
+            self.error(request, 400, 'PARAM_ERROR', "total")
+            return
+        number = data['out_refund_no']
+        if number not in order.refunds:
+            refunded = sum(r['refund'] for r in order.refunds.values())
+            if refunded + amount['refund'] > order.total:
+                self.error(request, 403, 'NOT_ENOUGH')
+                return
+            order.refunds[number] = {
+                'refund_id': '50' + secrets.token_hex(8),
+                'refund': amount['refund'],
+                'time': dt.datetime.now(BEIJING),
+                }
+            order.state = 'REFUND'
+        refund = order.refunds[number]
+        self.answer(request, 200, {
+                'refund_id': refund['refund_id'],
+                'out_refund_no': number,
+                'transaction_id': order.transaction_id,
+                'out_trade_no': order.out_trade_no,
+                'channel': 'ORIGINAL',
+                'status': 'SUCCESS',
+                'success_time': order.success_time,
+                'amount': {
+                    'total': order.total, 'refund': refund['refund'],
+                    'payer_total': order.total,
+                    'payer_refund': refund['refund'],
+                    'currency': 'CNY'},
+                })
+
+    # ---- notifications ------------------------------------------------
+
+    def pay(self, out_trade_no):
+        "The customer pays the order (scans the QR, confirms the code)"
+        with self.lock:
+            self.orders[out_trade_no].pay()
+
+    def notification(self, out_trade_no, forge=False, api_key=None,
+            notification_id=None):
+        """Return (headers, body) of the TRANSACTION.SUCCESS notification
+        of out_trade_no; forge signs it with another key"""
+        order = self.orders[out_trade_no]
+        plaintext = json.dumps(
+            order.resource(self.mchid, self.appid), ensure_ascii=False)
+        nonce = secrets.token_urlsafe(9)[:12]
+        ciphertext = AESGCM((api_key or self.api_key).encode()).encrypt(
+            nonce.encode(), plaintext.encode(), b'transaction')
+        body = json.dumps({
+                'id': notification_id or secrets.token_hex(16),
+                'create_time': dt.datetime.now(
+                    dt.timezone(dt.timedelta(hours=8))).isoformat(
+                    timespec='seconds'),
+                'resource_type': 'encrypt-resource',
+                'event_type': 'TRANSACTION.SUCCESS',
+                'summary': '支付成功',
+                'resource': {
+                    'original_type': 'transaction',
+                    'algorithm': 'AEAD_AES_256_GCM',
+                    'ciphertext': base64.b64encode(ciphertext).decode(),
+                    'associated_data': 'transaction',
+                    'nonce': nonce,
+                    },
+                })
+        key = new_key() if forge else None
+        return self.signed_headers(body, key=key), body
+
+
+    # ---- bills --------------------------------------------------------
+
+    def bill(self, date):
+        """Return the trade bill (ALL) of date as WeChat writes it: UTF-8
+        CSV, each value prefixed with a back-quote, amounts in yuan"""
+        rows = []
+        totals = dict.fromkeys(['count', 'paid', 'refund', 'fee', 'total',
+                'asked'], Decimal(0))
+        for order in self.orders.values():
+            if not order.success_time:
+                continue
+            paid = dt.datetime.fromisoformat(order.success_time)
+            common = {
+                'appid': self.appid, 'mchid': self.mchid,
+                'transaction_id': order.transaction_id,
+                'out_trade_no': order.out_trade_no,
+                'trade_type': 'MICROPAY' if order.kind == 'code' else 'NATIVE',
+                'total': order.total,
+                }
+            if paid.date() == date:
+                state = 'REVOKED' if order.state == 'REVOKED' else 'SUCCESS'
+                rows.append(self.bill_row(paid, common, state, fee_of(
+                            order.total)))
+                totals['paid'] += Decimal(order.total) / 100
+                totals['total'] += Decimal(order.total) / 100
+            for number, refund in order.refunds.items():
+                if refund['time'].date() != date:
+                    continue
+                fee = -fee_of(refund['refund'])
+                rows.append(self.bill_row(
+                        refund['time'], common, 'REFUND', fee,
+                        refund=(number, refund)))
+                totals['refund'] += Decimal(refund['refund']) / 100
+                totals['asked'] += Decimal(refund['refund']) / 100
+        for row in rows:
+            totals['count'] += 1
+            totals['fee'] += Decimal(row.rsplit(',`', 5)[1])
+        summary = ','.join('`%s' % v for v in [
+                int(totals['count']), '%.2f' % totals['paid'],
+                '%.2f' % totals['refund'], '0.00', '%.2f' % totals['fee'],
+                '%.2f' % totals['total'], '%.2f' % totals['asked']])
+        return '\r\n'.join(
+            [BILL_HEADER] + rows + [SUMMARY_HEADER, summary]).encode() + (
+            b'\r\n')
+
+    @staticmethod
+    def bill_row(time_, common, state, fee, refund=None):
+        number, values = refund or ('', {})
+        amount = yuan(common['total'])
+        values = [
+            time_.strftime('%Y-%m-%d %H:%M:%S'), common['appid'],
+            common['mchid'], '0', '', common['transaction_id'],
+            common['out_trade_no'], 'o-sim-payer', common['trade_type'],
+            state, 'OTHERS', 'CNY', amount if not refund else '0.00',
+            '0.00', values.get('refund_id', ''), number,
+            yuan(values['refund']) if refund else '0.00', '0.00',
+            'ORIGINAL' if refund else '', 'SUCCESS' if refund else '',
+            '加油, 92#', '', '%.2f' % fee, '0.60%', amount,
+            yuan(values['refund']) if refund else '0.00', '']
+        return ','.join('`' + v for v in values)
+
+    def trade_bill(self, request, path):
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+        date = dt.date.fromisoformat(query['bill_date'][0])
+        raw = self.bill(date)
+        token = secrets.token_hex(8)
+        self.bills[token] = gzip.compress(raw)
+        self.answer(request, 200, {
+                'hash_type': 'SHA1',
+                'hash_value': hashlib.sha1(raw).hexdigest(),
+                'download_url': (
+                    '%s/v3/billdownload/file?token=%s' % (self.url, token)),
+                })

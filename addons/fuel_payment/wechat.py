@@ -1,0 +1,324 @@
+# This file is part of fuelpay.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+"""WeChat Pay API v3 through wechatpayv3 (direct merchant, platform
+public key mode)"""
+import datetime as dt
+import gzip
+import hashlib
+import json
+import logging
+import time
+from decimal import Decimal, InvalidOperation
+
+import requests
+from wechatpayv3 import WeChatPay, WeChatPayType
+
+from .gateway import (
+    BillFormatError,
+    ForgedNotification,
+    Notification,
+    PermanentError,
+    Provider,
+    Result,
+    TransientError,
+    from_fen,
+    point_sdk_at,
+    provider,
+    to_fen,
+)
+
+logger = logging.getLogger(__name__)
+
+# (connect, read) seconds: a code payment answers within seconds or
+# says USERPAYING
+TIMEOUT = (5, 20)
+# a notification older than this is a replay (WeChat signs its time)
+NOTIFICATION_MAX_AGE = 300
+# error codes WeChat documents as "try again" rather than refusals
+TRANSIENT_CODES = {
+    'SYSTEM_ERROR', 'SYSTEMERROR', 'BANKERROR', 'FREQUENCY_LIMITED'}
+TRADE_STATES = {
+    'SUCCESS': 'succeeded',
+    # refunded afterwards: it was paid
+    'REFUND': 'succeeded',
+    'USERPAYING': 'pending',
+    'NOTPAY': 'pending',
+    'CLOSED': 'cancelled',
+    'REVOKED': 'cancelled',
+    'PAYERROR': 'failed',
+    }
+# the trade bill (交易账单, bill_type ALL): 27 columns, then a summary
+BILL_COLUMNS = (
+    '交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,'
+    '用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,'
+    '微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,'
+    '商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注'
+    )
+BILL_HEADER = BILL_COLUMNS.split(',')
+BILL_SUMMARY = '总交易单数'
+BILL_STATES = {
+    'SUCCESS': 'succeeded',
+    'REVOKED': 'cancelled',
+    }
+REFUND_STATES = {
+    'SUCCESS': 'succeeded',
+    'PROCESSING': 'pending',
+    'CLOSED': 'failed',
+    'ABNORMAL': 'failed',
+    }
+
+
+def parse_time(value):
+    "RFC 3339 time of WeChat as a naive UTC datetime"
+    if not value:
+        return None
+    date = dt.datetime.fromisoformat(value)
+    if date.tzinfo:
+        date = date.astimezone(dt.UTC).replace(tzinfo=None)
+    return date
+
+
+@provider('wechat')
+class WeChatProvider(Provider):
+
+    def __init__(self, gateway):
+        super().__init__(gateway)
+        private_key, api_key = gateway.secrets()
+        self.client = point_sdk_at(WeChatPay(
+                wechatpay_type=WeChatPayType.NATIVE,
+                mchid=gateway.merchant,
+                private_key=private_key,
+                cert_serial_no=gateway.key_serial,
+                appid=gateway.app,
+                apiv3_key=api_key,
+                notify_url=gateway.notify_url,
+                timeout=TIMEOUT,
+                public_key=gateway.platform_key,
+                public_key_id=gateway.platform_key_id), gateway.url)
+
+    def _call(self, method, *args, **kwargs):
+        "Return (status, data) of an SDK call; raise on failure"
+        try:
+            status, text = method(*args, **kwargs)
+        except requests.RequestException as exception:
+            raise TransientError(type(exception).__name__) from exception
+        except Exception as exception:
+            # the SDK raises a bare Exception on a bad answer signature
+            raise TransientError(str(exception)) from exception
+        try:
+            data = json.loads(text) if text else {}
+        except (TypeError, ValueError):
+            data = {}
+        if status >= 500:
+            raise TransientError(f"HTTP {status} {data.get('code', '')}")
+        if status >= 300 and status != 404:
+            code = data.get('code', '')
+            message = f"{code}: {data.get('message', '')}"
+            if code in TRANSIENT_CODES or status == 429:
+                raise TransientError(message)
+            raise PermanentError(message)
+        return status, data
+
+    def _trade_result(self, data):
+        state = TRADE_STATES.get(data.get('trade_state'), 'failed')
+        amount = data.get('amount') or {}
+        return Result(
+            state=state,
+            reference=data.get('transaction_id'),
+            amount=(
+                from_fen(amount['total']) if 'total' in amount else None),
+            date=parse_time(data.get('success_time')),
+            error=(
+                data.get('trade_state_desc') if state == 'failed'
+                else None))
+
+    def _description(self, payment):
+        return payment.label[:127]
+
+    def pay_code(self, payment, code):
+        status, data = self._call(
+            self.client.pay,
+            description=self._description(payment),
+            out_trade_no=payment.number,
+            amount={
+                'total': to_fen(payment.amount),
+                'currency': payment.currency.code},
+            payer={'auth_code': code},
+            scene_info={'store_info': {'out_id': payment.station.code}},
+            pay_type=WeChatPayType.CODEPAY)
+        if status == 202 or data.get('code') == 'USERPAYING':
+            # the customer confirms on the phone: query until the deadline
+            return Result(state='pending')
+        return self._trade_result(data)
+
+    def create_qr(self, payment):
+        expire = dt.datetime.now(dt.UTC) + dt.timedelta(
+            seconds=self.gateway.qr_timeout)
+        _status, data = self._call(
+            self.client.pay,
+            description=self._description(payment),
+            out_trade_no=payment.number,
+            amount={
+                'total': to_fen(payment.amount),
+                'currency': payment.currency.code},
+            time_expire=expire.isoformat(timespec='seconds'),
+            scene_info={'store_info': {'id': payment.station.code}},
+            pay_type=WeChatPayType.NATIVE)
+        return Result(state='pending', code_url=data.get('code_url'))
+
+    def query(self, payment):
+        status, data = self._call(
+            self.client.query, out_trade_no=payment.number)
+        if status == 404:
+            return Result(state='missing')
+        return self._trade_result(data)
+
+    def reverse(self, payment):
+        self._call(self.client.codepay_reverse, out_trade_no=payment.number)
+        return Result(state='cancelled')
+
+    def close(self, payment):
+        self._call(self.client.close, out_trade_no=payment.number)
+        return Result(state='cancelled')
+
+    def refund(self, refund):
+        payment = refund.payment
+        _status, data = self._call(
+            self.client.refund,
+            out_refund_no=refund.number,
+            out_trade_no=payment.number,
+            amount={
+                'refund': to_fen(refund.amount),
+                'total': to_fen(payment.amount),
+                'currency': payment.currency.code},
+            reason=(refund.reason or '')[:80] or None)
+        state = REFUND_STATES.get(data.get('status'), 'failed')
+        return Result(
+            state=state, reference=data.get('refund_id'),
+            date=parse_time(data.get('success_time')),
+            error=data.get('status') if state == 'failed' else None)
+
+    def fetch_bill(self, date):
+        _, data = self._call(
+            self.client.trade_bill, bill_date=date.isoformat(),
+            bill_type='ALL', tar_type='GZIP')
+        url = data.get('download_url')
+        if not url:
+            raise PermanentError("no download_url")
+        # the file is not signed: its hash is, in the signed answer
+        _, content = self._call_raw(self.client.download_bill, url)
+        try:
+            raw = gzip.decompress(content)
+        except (OSError, EOFError) as exception:
+            raise TransientError("bill is not gzip") from exception
+        if (data.get('hash_type') == 'SHA1' and hashlib.sha1(
+                    raw).hexdigest() != data.get('hash_value', '').lower()):
+            raise TransientError("bill hash differs")
+        return content
+
+    def _call_raw(self, method, *args):
+        try:
+            status, content = method(*args)
+        except requests.RequestException as exception:
+            raise TransientError(type(exception).__name__) from exception
+        if status >= 500:
+            raise TransientError(f"HTTP {status}")
+        if status >= 300:
+            raise PermanentError(f"HTTP {status}")
+        if isinstance(content, str):
+            content = content.encode()
+        return status, content
+
+    def parse_bill(self, data):
+        return parse_trade_bill(data)
+
+    def bill_name(self, date):
+        return f'wechat-{self.gateway.merchant}-{date.isoformat()}.csv.gz'
+
+    def answer(self, outcome, body):
+        # 204 (or 200) accepted; 4xx with a JSON FAIL: notify again later
+        if outcome == 'refused':
+            return 400, '{"code": "FAIL", "message": "refused"}', (
+                'application/json')
+        return 204, '', None
+
+    def parse_notification(self, headers, body):
+        headers = {k.title(): v for k, v in headers.items()}
+        try:
+            timestamp = int(headers.get('Wechatpay-Timestamp', ''))
+        except ValueError:
+            raise ForgedNotification("no timestamp") from None
+        if abs(time.time() - timestamp) > NOTIFICATION_MAX_AGE:
+            raise ForgedNotification("stale timestamp")
+        try:
+            data = self.client.callback(headers, body)
+        except Exception as exception:
+            raise ForgedNotification(str(exception)) from exception
+        if not data:
+            raise ForgedNotification("signature or decryption failed")
+        resource = data.get('resource') or {}
+        if resource.get('mchid') != self.gateway.merchant:
+            raise ForgedNotification("another merchant")
+        if not data.get('id') or not resource.get('out_trade_no'):
+            raise ForgedNotification("incomplete")
+        return Notification(
+            id=data['id'], number=resource['out_trade_no'],
+            result=self._trade_result(resource))
+
+
+def _bill_amount(value):
+    try:
+        return Decimal(value or '0').quantize(Decimal('0.01'))
+    except InvalidOperation:
+        raise BillFormatError(f"amount {value!r}") from None
+
+
+def parse_trade_bill(data):
+    """Parse a trade bill (gzip or plain CSV, each value prefixed with a
+    back-quote, amounts in yuan) into the rows of Provider.parse_bill"""
+    if data[:2] == b'\x1f\x8b':
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exception:
+            raise BillFormatError("gzip") from exception
+    try:
+        lines = data.decode('utf-8-sig').splitlines()
+    except UnicodeDecodeError:
+        raise BillFormatError("encoding") from None
+    if not lines or lines[0].split(',') != BILL_HEADER:
+        raise BillFormatError("header")
+    rows = []
+    for line in lines[1:]:
+        if not line.strip():
+            continue
+        if line.startswith(BILL_SUMMARY):
+            break
+        if not line.startswith('`'):
+            raise BillFormatError(f"line {line[:20]!r}")
+        # values may hold commas; each one starts with a back-quote
+        values = [v.strip() for v in line[1:].split(',`')]
+        if len(values) != len(BILL_HEADER):
+            raise BillFormatError(f"{len(values)} columns")
+        value = dict(zip(BILL_HEADER, values, strict=True)).get
+        state = value('交易状态')
+        if state == 'REFUND':
+            rows.append({
+                    'type': 'refund',
+                    'number': value('商户订单号'),
+                    'refund_number': value('商户退款单号'),
+                    'reference': value('微信退款单号'),
+                    'amount': _bill_amount(value('申请退款金额')),
+                    'status': REFUND_STATES.get(
+                        value('退款状态'), 'failed'),
+                    'fee': _bill_amount(value('手续费')),
+                    })
+        else:
+            rows.append({
+                    'type': 'payment',
+                    'number': value('商户订单号'),
+                    'reference': value('微信订单号'),
+                    'amount': _bill_amount(value('订单金额')),
+                    'status': BILL_STATES.get(state, 'failed'),
+                    'fee': _bill_amount(value('手续费')),
+                    })
+    return rows
