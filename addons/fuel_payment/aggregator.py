@@ -11,9 +11,14 @@ Notifications are forms `resp_code, resp_data, sign`, the signature over
 the raw `resp_data` text. This is the protocol of Huifu's own SDKs
 (dg-sdk); it is spoken here with requests and cryptography."""
 import base64
+import csv
 import datetime as dt
+import io
 import json
+import re
+import secrets
 import urllib.parse
+import zipfile
 from decimal import Decimal, InvalidOperation
 
 import requests
@@ -38,6 +43,21 @@ JSPAY = '/v2/trade/payment/jspay'
 QUERY = '/v2/trade/payment/scanpay/query'
 CLOSE = '/v2/trade/payment/scanpay/close'
 REFUND = '/v2/trade/payment/scanpay/refund'
+# 交易结算对账单查询: the files generated on file_date (trade day + 1)
+FILEQUERY = '/v2/trade/check/filequery'
+TRADE_BILL = 'TRADE_BILL'
+# 年月日_商户号_order_批次号.csv, published file name rule
+ORDER_FILE = re.compile(r'^\d{8}_\d+_order(_[^/]*)?\.csv$')
+# the columns read, by header name: Huifu's field names in Chinese; the
+# published material gives no column list (see the design doc)
+BILL_COLUMNS = [
+    '商户号', '请求日期', '请求流水号', '汇付全局流水号', '原请求流水号',
+    '交易类型', '交易状态', '交易金额', '手续费', '交易完成时间',
+    ]
+BILL_STATES = {
+    'S': 'succeeded',
+    'F': 'failed',
+    }
 # (connect, read) seconds
 TIMEOUT = (5, 20)
 SUCCESS = '00000000'
@@ -272,8 +292,142 @@ class HuifuProvider(Provider):
         return 200, f'RECV_ORD_ID_{number}', 'text/plain'
 
     def fetch_bill(self, date):
-        raise PermanentError(
-            "Huifu's bills come by its file service: import them by hand")
+        """Ask `/v2/trade/check/filequery` for the TRADE_BILL generated the
+        day after date (Huifu's file_date) and download it: a zip of CSV"""
+        today = dt.datetime.now(BEIJING)
+        data = self._post(FILEQUERY, {
+                'huifu_id': self.gateway.merchant,
+                'req_date': today.strftime('%Y%m%d'),
+                'req_seq_id': 'B%s%s' % (
+                    today.strftime('%Y%m%d%H%M%S'), secrets.token_hex(4)),
+                'file_date': (date + dt.timedelta(days=1)).strftime('%Y%m%d'),
+                'bill_type': TRADE_BILL,
+                })
+        files = [
+            f for f in data.get('file_details') or []
+            if _bill_type(f) == TRADE_BILL and f.get('download_url')]
+        if not files:
+            tasks = [
+                t for t in data.get('task_details') or []
+                if _bill_type(t) == TRADE_BILL]
+            if tasks and all(t.get('task_stat') == 'S' for t in tasks):
+                # the task ran and wrote no file: no trade that day
+                return empty_bill()
+            raise TransientError("bill not generated yet")
+        contents = [self._download(f['download_url']) for f in files]
+        if len(contents) == 1:
+            return contents[0]
+        # a day may come in several files: one zip of all their members
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, 'w', zipfile.ZIP_DEFLATED) as merged:
+            for content in contents:
+                with zipfile.ZipFile(io.BytesIO(content)) as archive:
+                    for name in archive.namelist():
+                        merged.writestr(name, archive.read(name))
+        return buffer.getvalue()
+
+    def _download(self, url):
+        "The zip at url, a short-lived link of Huifu's file service"
+        try:
+            response = requests.get(url, timeout=TIMEOUT)
+        except requests.RequestException as exception:
+            raise TransientError(type(exception).__name__) from exception
+        if response.status_code >= 500:
+            raise TransientError(f"HTTP {response.status_code}")
+        if response.status_code >= 300:
+            raise PermanentError(f"HTTP {response.status_code}")
+        if not zipfile.is_zipfile(io.BytesIO(response.content)):
+            raise TransientError("bill is not a zip")
+        return response.content
 
     def parse_bill(self, data):
-        raise BillFormatError("no Huifu bill format")
+        return parse_trade_bill(data, self.gateway.merchant)
+
+    def bill_name(self, date):
+        return f'huifu-{self.gateway.merchant}-{date.isoformat()}.zip'
+
+
+def _bill_type(detail):
+    # the published example names it bill_type, older clients file_type
+    return detail.get('bill_type') or detail.get('file_type')
+
+
+def empty_bill():
+    "A zip without any order file: the bill of a day without trades"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, 'w'):
+        pass
+    return buffer.getvalue()
+
+
+def _decode(raw):
+    for encoding in ('utf-8-sig', 'gbk'):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise BillFormatError("encoding")
+
+
+def _amount(value):
+    try:
+        return Decimal((value or '0').strip()).quantize(Decimal('0.01'))
+    except InvalidOperation:
+        raise BillFormatError(f"amount {value!r}") from None
+
+
+def parse_trade_bill(data, merchant=None):
+    """Return the rows of Huifu's TRADE_BILL zip: every member
+    `<date>_<huifu_id>_order[_<batch>].csv` (a day over 400,000 rows is
+    split), a header of BILL_COLUMNS (in any order, other columns
+    ignored) then one row per trade; a refund names the payment in
+    原请求流水号. Rows of another merchant than merchant are skipped."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError):
+        raise BillFormatError("zip") from None
+    rows = []
+    with archive:
+        members = [
+            n for n in archive.namelist()
+            if ORDER_FILE.match(n.rsplit('/', 1)[-1])]
+        if not members and archive.namelist():
+            raise BillFormatError("no order file")
+        for name in sorted(members):
+            reader = csv.reader(io.StringIO(_decode(archive.read(name))))
+            header = [c.strip() for c in next(reader, [])]
+            missing = [c for c in BILL_COLUMNS if c not in header]
+            if missing:
+                raise BillFormatError("columns " + ",".join(missing))
+            index = {c: header.index(c) for c in BILL_COLUMNS}
+            for values in reader:
+                if not any(v.strip() for v in values):
+                    continue
+                if len(values) != len(header):
+                    raise BillFormatError(f"{name}: row of {len(values)}")
+                row = {c: values[i].strip() for c, i in index.items()}
+                if merchant and row['商户号'] != merchant:
+                    continue
+                status = BILL_STATES.get(row['交易状态'])
+                if status is None:
+                    raise BillFormatError(f"state {row['交易状态']!r}")
+                amount, fee = _amount(row['交易金额']), _amount(row['手续费'])
+                if row['原请求流水号']:
+                    rows.append({
+                            'type': 'refund',
+                            'number': row['原请求流水号'],
+                            'refund_number': row['请求流水号'],
+                            'reference': row['汇付全局流水号'],
+                            'amount': abs(amount), 'status': status,
+                            # the fee of a refund is given back
+                            'fee': -abs(fee),
+                            })
+                else:
+                    rows.append({
+                            'type': 'payment',
+                            'number': row['请求流水号'],
+                            'reference': row['汇付全局流水号'],
+                            'amount': amount, 'status': status,
+                            'fee': fee,
+                            })
+    return rows

@@ -8,21 +8,36 @@ sign}` signed the same way with its own key, sends form notifications
 `resp_code, resp_data, sign` and keeps the trades.
 
 `paying_queries` (None: pay at once; n: P until the n-th query; -1: for
-ever) and `down` (answer 500) set what it answers. The code it gives for
-an unknown order (ORDER_NOT_EXIST) is its own: the material we had does
-not name Huifu's."""
+ever), `down` (answer 500), `bill_state` (ready; pending: the file task
+still running; empty: the task ran and wrote no file) and `files` (how
+many files a day's bill is split into) set what it answers. `bill(date)`
+is the TRADE_BILL zip of a day as `/v2/trade/check/filequery` hands it
+out (file_date = date + 1, fetched by GET at its download_url). The code
+it gives for an unknown order (ORDER_NOT_EXIST) is its own: the material
+we had does not name Huifu's."""
+import csv
 import datetime as dt
+import io
 import json
 import secrets
 import threading
 import urllib.parse
-from decimal import Decimal
+import zipfile
+from decimal import ROUND_HALF_UP, Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from ..aggregator import _canonical, sign, verify
+from ..aggregator import BILL_COLUMNS, _canonical, sign, verify
 from .sim_wechat import new_key, private_pem, public_pem
 
 BEIJING = dt.timezone(dt.timedelta(hours=8))
+# what the simulated acquirer keeps of a trade (0.38 %, a common UnionPay
+# QR merchant rate), given back in proportion with a refund
+FEE_RATE = Decimal('0.0038')
+CENT = Decimal('0.01')
+
+
+def fee(amount):
+    return (amount * FEE_RATE).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 class Trade:
@@ -69,6 +84,9 @@ class HuifuSimulator:
         self.trades = {}
         self.paying_queries = None
         self.down = False
+        self.bill_state = 'ready'
+        self.files = 1
+        self.downloads = {}
         self.lock = threading.Lock()
         self.server = None
 
@@ -78,6 +96,9 @@ class HuifuSimulator:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 simulator.handle(self)
+
+            def do_GET(self):
+                simulator.download(self)
 
             def log_message(self, format, *args):
                 pass
@@ -131,6 +152,7 @@ class HuifuSimulator:
                     '/v2/trade/payment/scanpay/query': self.query,
                     '/v2/trade/payment/scanpay/close': self.close,
                     '/v2/trade/payment/scanpay/refund': self.refund,
+                    '/v2/trade/check/filequery': self.filequery,
                     }.get(urllib.parse.urlsplit(request.path).path)
                 answer = handler(data) if handler else {
                     'resp_code': '10000002', 'resp_desc': '接口不存在'}
@@ -210,13 +232,19 @@ class HuifuSimulator:
         number = data['req_seq_id']
         amount = Decimal(data['ord_amt'])
         if number not in trade.refunds:
-            if sum(trade.refunds.values()) + amount > trade.amount:
+            refunded = sum(r['amount'] for r in trade.refunds.values())
+            if refunded + amount > trade.amount:
                 return {'resp_code': '23000005', 'resp_desc': '退款金额超限'}
-            trade.refunds[number] = amount
+            trade.refunds[number] = {
+                'amount': amount, 'req_date': data['req_date'],
+                'hf_seq_id': 'R' + secrets.token_hex(15),
+                'time': dt.datetime.now(BEIJING),
+                }
         return {
             'resp_code': '00000000', 'resp_desc': '退款成功',
             'huifu_id': self.huifu_id, 'req_seq_id': number,
-            'hf_seq_id': 'R' + trade.hf_seq_id[1:], 'ord_amt': str(amount),
+            'hf_seq_id': trade.refunds[number]['hf_seq_id'],
+            'ord_amt': str(amount),
             'trans_stat': 'S'}
 
     # ---- notifications ---------------------------------------------------
@@ -239,3 +267,100 @@ class HuifuSimulator:
                 'sign': sign(key, resp_data),
                 })
         return {'Content-Type': 'application/x-www-form-urlencoded'}, body
+
+    # ---- bills -----------------------------------------------------------
+
+    def filequery(self, data):
+        file_date = dt.datetime.strptime(data['file_date'], '%Y%m%d').date()
+        date = file_date - dt.timedelta(days=1)
+        name = f"{data['file_date']}_{self.huifu_id}_order.zip"
+        answer = {
+            'resp_code': '00000000', 'resp_desc': '查询成功',
+            'req_date': data['req_date'], 'req_seq_id': data['req_seq_id'],
+            }
+        if data.get('bill_type') != 'TRADE_BILL':
+            return dict(answer, file_details=[], task_details=[])
+        task = {
+            'data_date': date.strftime('%Y%m%d'), 'file_name': name,
+            'bill_type': 'TRADE_BILL', 'huifu_id': self.huifu_id,
+            'task_stat': 'P' if self.bill_state == 'pending' else 'S',
+            }
+        details = []
+        for part in range(self.files if self.bill_state == 'ready' else 0):
+            token = secrets.token_hex(8)
+            self.downloads[token] = self.bill(date, part, self.files)
+            details.append({
+                    'download_url': f'{self.url}/bill/{token}',
+                    'file_date': data['file_date'], 'file_id': token,
+                    'file_Name': name, 'huifu_id': self.huifu_id,
+                    'bill_type': 'TRADE_BILL'})
+        return dict(answer, file_details=details, task_details=[task])
+
+    def download(self, request):
+        token = urllib.parse.urlsplit(request.path).path.rsplit('/', 1)[-1]
+        with self.lock:
+            content = self.downloads.get(token)
+        if content is None:
+            request.send_response(404)
+            request.send_header('Content-Length', '0')
+            request.end_headers()
+            return
+        request.send_response(200)
+        request.send_header('Content-Type', 'application/zip')
+        request.send_header('Content-Length', str(len(content)))
+        request.end_headers()
+        request.wfile.write(content)
+
+    def bill_rows(self, date):
+        "The rows of date (Beijing): trades that succeeded, refunds done"
+        rows = []
+        day = date.strftime('%Y%m%d')
+        for trade in self.trades.values():
+            if trade.state == 'S' and trade.end_time[:8] == day:
+                rows.append({
+                        '商户号': self.huifu_id,
+                        '请求日期': trade.data['req_date'],
+                        '请求流水号': trade.number,
+                        '汇付全局流水号': trade.hf_seq_id,
+                        '原请求流水号': '',
+                        '交易类型': (
+                            'U_NATIVE' if trade.kind == 'qr'
+                            else 'U_MICROPAY'),
+                        '交易状态': 'S',
+                        '交易金额': str(trade.amount),
+                        '手续费': str(fee(trade.amount)),
+                        '交易完成时间': trade.end_time,
+                        })
+            for number, refund in trade.refunds.items():
+                if refund['time'].date() != date:
+                    continue
+                rows.append({
+                        '商户号': self.huifu_id,
+                        '请求日期': refund['req_date'],
+                        '请求流水号': number,
+                        '汇付全局流水号': refund['hf_seq_id'],
+                        '原请求流水号': trade.number,
+                        '交易类型': 'TRANS_REFUND',
+                        '交易状态': 'S',
+                        '交易金额': str(refund['amount']),
+                        '手续费': str(fee(refund['amount'])),
+                        '交易完成时间': refund['time'].strftime(
+                            '%Y%m%d%H%M%S'),
+                        })
+        return rows
+
+    def bill(self, date, part=0, parts=1):
+        """The TRADE_BILL zip of date, or its part-th of parts:
+        年月日_商户号_order_批次号.csv"""
+        text = io.StringIO()
+        writer = csv.DictWriter(
+            text, fieldnames=BILL_COLUMNS, lineterminator='\r\n')
+        writer.writeheader()
+        writer.writerows(self.bill_rows(date)[part::parts])
+        file_date = (date + dt.timedelta(days=1)).strftime('%Y%m%d')
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, 'w', zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(
+                f'{file_date}_{self.huifu_id}_order_{part + 1}.csv',
+                text.getvalue().encode('utf-8'))
+        return buffer.getvalue()

@@ -14,19 +14,19 @@ from addons.fuel_device.event import loads
 from addons.fuel_device.tests.tools import create_box
 
 from .sim_wechat import WeChatSimulator
-from .test_gateway import WECHAT_CODE, create_gateway
+from .test_gateway import WECHAT_CODE, OperatorOnceMixin, create_gateway
 from .test_module import message
 from .tools import PaymentDatabaseTestCase, create_payment_setup, fill
 
 
-class PrePayTestCase(PaymentDatabaseTestCase):
+class PrePayTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
     "Test pre-pay"
 
     @classmethod
     def setUpClass(cls):
-        super().setUpClass()
         cls.simulator = WeChatSimulator()
         cls.simulator.start()
+        super().setUpClass()
 
     @classmethod
     def tearDownClass(cls):
@@ -38,11 +38,15 @@ class PrePayTestCase(PaymentDatabaseTestCase):
         # on a rolled back database when a table must be locked first
         self.simulator.orders.clear()
         self.simulator.paying_queries = None
+        return self.operator()
+
+    @classmethod
+    def build_operator(cls):
         company = create_company()
         with set_company(company):
             setup = create_payment_setup(company)
             create_gateway(
-                company, self.simulator, setup['methods']['wechat'])
+                company, cls.simulator, setup['methods']['wechat'])
             box, _ = create_box(setup['station'], 'BOX-P')
         return company, setup, box
 

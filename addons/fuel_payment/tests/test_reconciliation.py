@@ -3,6 +3,9 @@
 """Reconciliation of the channels' daily bills, produced by their
 simulators"""
 import datetime as dt
+import io
+import time
+import zipfile
 from decimal import Decimal
 
 from trytond.exceptions import UserError
@@ -10,44 +13,77 @@ from trytond.modules.company.tests import create_company, set_company
 from trytond.pool import Pool
 from trytond.tests.test_tryton import with_transaction
 
+from ..aggregator import parse_trade_bill as parse_huifu_bill
 from ..alipay import parse_trade_bill as parse_alipay_bill
 from ..gateway import BillFormatError
 from ..reconciliation import BILL_TIMEZONE
 from ..wechat import parse_trade_bill as parse_wechat_bill
 from .sim_alipay import AlipaySimulator
+from .sim_huifu import HuifuSimulator
+from .sim_huifu import Trade as HuifuTrade
 from .sim_wechat import Order as SimOrder
 from .sim_wechat import WeChatSimulator
-from .test_gateway import ALIPAY_CODE, WECHAT_CODE, create_order
+from .test_gateway import (
+    ALIPAY_CODE,
+    UNIONPAY_CODE,
+    WECHAT_CODE,
+    OperatorOnceMixin,
+    create_order,
+)
 from .test_module import message
 from .tools import PaymentDatabaseTestCase, create_payment_setup
 
+# A test pays, then downloads the bill of "today" in Beijing; the payments
+# and the simulators' bill rows must fall on that same day.
+MIDNIGHT_MARGIN = dt.timedelta(minutes=2)
 
-class ReconciliationTestCase(PaymentDatabaseTestCase):
+
+def bill_today():
+    "Beijing's date, after waiting out the last minutes before midnight"
+    now = dt.datetime.now(BILL_TIMEZONE)
+    midnight = dt.datetime.combine(
+        now.date() + dt.timedelta(days=1), dt.time(), BILL_TIMEZONE)
+    if midnight - now < MIDNIGHT_MARGIN:
+        time.sleep((midnight - now).total_seconds() + 1)
+        now = dt.datetime.now(BILL_TIMEZONE)
+    return now.date()
+
+class ReconciliationTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
     "Test reconciliation"
 
     @classmethod
     def setUpClass(cls):
-        super().setUpClass()
         cls.wechat = WeChatSimulator()
         cls.wechat.start()
         cls.alipay = AlipaySimulator()
         cls.alipay.start()
+        cls.huifu = HuifuSimulator()
+        cls.huifu.start()
+        super().setUpClass()
 
     @classmethod
     def tearDownClass(cls):
         cls.wechat.stop()
         cls.alipay.stop()
+        cls.huifu.stop()
         super().tearDownClass()
 
     def setUp(self):
         super().setUp()
-        self.today = dt.datetime.now(BILL_TIMEZONE).date()
+        self.today = bill_today()
 
     def prepare(self):
         # at the start of the test body: with_transaction runs it again
         # when a table must be locked first, on a database rolled back
         self.wechat.orders.clear()
         self.alipay.trades.clear()
+        self.huifu.trades.clear()
+        self.huifu.bill_state = 'ready'
+        self.huifu.files = 1
+        return self.operator()
+
+    @classmethod
+    def build_operator(cls):
         pool = Pool()
         Gateway = pool.get('fuel.payment.gateway')
         Journal = pool.get('account.journal')
@@ -58,7 +94,8 @@ class ReconciliationTestCase(PaymentDatabaseTestCase):
             journal, = Journal.search([('type', '=', 'general')], limit=1)
             gateways = {}
             for kind, simulator in [
-                    ('wechat', self.wechat), ('alipay', self.alipay)]:
+                    ('wechat', cls.wechat), ('alipay', cls.alipay),
+                    ('unionpay', cls.huifu)]:
                 gateways[kind], = Gateway.create([dict(
                             simulator.gateway_values(), name=kind,
                             company=company.id,
@@ -227,6 +264,96 @@ class ReconciliationTestCase(PaymentDatabaseTestCase):
             Reconciliation.reset([reconciliation])
             Reconciliation.delete([reconciliation])
 
+    @with_transaction()
+    def test_unionpay_day_through_huifu(self):
+        """Test Huifu's TRADE_BILL of UnionPay payments downloaded and
+        matched: each discrepancy, refund fee given back, a day not
+        generated yet, a day in two files, a day without trades"""
+        pool = Pool()
+        Payment = pool.get('fuel.payment.gateway.payment')
+        Refund = pool.get('fuel.payment.gateway.refund')
+        Reconciliation = pool.get('fuel.payment.reconciliation')
+        company, setup, gateways = self.prepare()
+        gateway = gateways['unionpay']
+        with set_company(company):
+            matched = self.pay(setup, UNIONPAY_CODE)
+            partial, = Payment.refund([matched], Decimal('51.60'))
+            Refund.submit([partial])
+            dropped = self.pay(setup, UNIONPAY_CODE, '10')
+            del self.huifu.trades[dropped.number]
+            altered = self.pay(setup, UNIONPAY_CODE, '5')
+            self.huifu.trades[altered.number].amount -= 1
+            order = create_order(setup, '2')
+            unpolled = Payment(Payment.create_qr(
+                    order.id, setup['methods']['unionpay'].id))
+            Payment.submit([unpolled])
+            self.huifu.pay(unpolled.number)
+            stranger = HuifuTrade({
+                    'req_seq_id': 'OTHER-SYSTEM-2',
+                    'req_date': self.today.strftime('%Y%m%d'),
+                    'trans_amt': '10.00'}, 'qr')
+            stranger.pay()
+            self.huifu.trades[stranger.number] = stranger
+
+            self.huifu.bill_state = 'pending'
+            reconciliation, = Reconciliation.create([{
+                        'company': company.id, 'gateway': gateway.id,
+                        'date': self.today}])
+            Reconciliation.fetch([reconciliation])
+            reconciliation = Reconciliation(reconciliation.id)
+            self.assertEqual(reconciliation.state, 'draft')
+            self.assertEqual(
+                reconciliation.error, "bill not generated yet")
+            # a day split in two files, downloaded both
+            self.huifu.bill_state = 'ready'
+            self.huifu.files = 2
+            Reconciliation.fetch([reconciliation])
+        reconciliation = Reconciliation(reconciliation.id)
+        self.assertEqual(reconciliation.state, 'matched')
+        self.assertEqual(reconciliation.source, 'download')
+        self.assertEqual(
+            reconciliation.bill_name,
+            f'huifu-{gateway.merchant}-{self.today.isoformat()}.zip')
+        kinds = {
+            (line.type, line.number, line.kind)
+            for line in reconciliation.lines}
+        self.assertEqual(kinds, {
+                ('payment', matched.number, 'matched'),
+                ('refund', matched.number, 'matched'),
+                ('payment', dropped.number, 'missing_channel'),
+                ('payment', altered.number, 'amount'),
+                ('payment', unpolled.number, 'status'),
+                ('payment', 'OTHER-SYSTEM-2', 'missing_ours'),
+                })
+        refund_line, = [
+            line for line in reconciliation.lines if line.type == 'refund']
+        self.assertEqual(refund_line.refund_number, partial.number)
+        self.assertEqual(
+            refund_line.reference,
+            self.huifu.trades[matched.number].refunds[partial.number][
+                'hf_seq_id'])
+        amount_line, = [
+            line for line in reconciliation.lines if line.kind == 'amount']
+        self.assertEqual(
+            (amount_line.amount, amount_line.channel_amount),
+            (Decimal('37.90'), Decimal('36.90')))
+        # 0.38 % kept: 0.58 of 151.60, 0.14 of 36.90, 0.06 of 15.16 (the
+        # QR paid on the channel, still being paid here) and 0.04 of 10.00
+        # (the stranger); 0.20 of 51.60 given back with the refund
+        self.assertEqual(reconciliation.fee, Decimal('0.58') + Decimal(
+                '0.14') + Decimal('0.06') + Decimal('0.04') - Decimal('0.20'))
+
+        # a day the file task ran without writing a file: no trade
+        self.huifu.bill_state = 'empty'
+        yesterday = self.today - dt.timedelta(days=1)
+        with set_company(company):
+            empty, = [
+                r for r in Reconciliation.fetch_bills(date=yesterday)
+                if r.gateway == gateway]
+        empty = Reconciliation(empty.id)
+        self.assertEqual(empty.gateway, gateway)
+        self.assertEqual((empty.state, len(empty.lines)), ('matched', 0))
+
     def test_bill_formats(self):
         "Test the parsers read the exact bill formats and refuse others"
         wechat = WeChatSimulator()
@@ -238,7 +365,7 @@ class ReconciliationTestCase(PaymentDatabaseTestCase):
             'refund_id': '50X', 'refund': 5000,
             'time': dt.datetime.now(BILL_TIMEZONE)}
         wechat.orders[order.out_trade_no] = order
-        today = dt.datetime.now(BILL_TIMEZONE).date()
+        today = bill_today()
         raw = wechat.bill(today)
         self.assertTrue(raw.startswith('交易时间,公众账号ID'.encode()))
         rows = parse_wechat_bill(raw)
@@ -256,3 +383,52 @@ class ReconciliationTestCase(PaymentDatabaseTestCase):
                 parse_wechat_bill(bad)
         alipay = AlipaySimulator()
         self.assertEqual(parse_alipay_bill(alipay.bill(today)), [])
+
+        huifu = HuifuSimulator()
+        trade = HuifuTrade({
+                'req_seq_id': 'S01P8', 'req_date': today.strftime('%Y%m%d'),
+                'trans_amt': '151.60'}, 'code')
+        trade.pay()
+        trade.refunds['S01P8R3'] = {
+            'amount': Decimal('50.00'), 'req_date': '20261205',
+            'hf_seq_id': 'R77', 'time': dt.datetime.now(BILL_TIMEZONE)}
+        huifu.trades[trade.number] = trade
+        raw = huifu.bill(today)
+        tomorrow = (today + dt.timedelta(days=1)).strftime('%Y%m%d')
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            name, = archive.namelist()
+            text = archive.read(name).decode()
+        self.assertEqual(name, f'{tomorrow}_{huifu.huifu_id}_order_1.csv')
+        self.assertTrue(text.startswith('商户号,请求日期,请求流水号'))
+        self.assertEqual(parse_huifu_bill(raw, huifu.huifu_id), [{
+                    'type': 'payment', 'number': 'S01P8',
+                    'reference': trade.hf_seq_id,
+                    'amount': Decimal('151.60'), 'status': 'succeeded',
+                    'fee': Decimal('0.58')}, {
+                    'type': 'refund', 'number': 'S01P8',
+                    'refund_number': 'S01P8R3', 'reference': 'R77',
+                    'amount': Decimal('50.00'), 'status': 'succeeded',
+                    'fee': Decimal('-0.19')}])
+        # another merchant's rows are not ours; GBK is read too
+        self.assertEqual(parse_huifu_bill(raw, '6666000100009999'), [])
+        gbk = io.BytesIO()
+        with zipfile.ZipFile(gbk, 'w') as archive:
+            archive.writestr(name, text.encode('gbk'))
+        self.assertEqual(len(parse_huifu_bill(gbk.getvalue())), 2)
+
+        def zipped(members):
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, 'w') as archive:
+                for member, content in members.items():
+                    archive.writestr(member, content)
+            return buffer.getvalue()
+        for bad in [
+                b'not a zip',
+                zipped({f'{tomorrow}_1_settle_1.csv': text}),
+                zipped({name: 'a,b,c\r\n'}),
+                zipped({name: text.replace(',S,', ',X,', 1)}),
+                zipped({name: text.replace(',151.60,', ',1a,', 1)}),
+                zipped({name: text + '1,2\r\n'}),
+                ]:
+            with self.assertRaises(BillFormatError):
+                parse_huifu_bill(bad)
