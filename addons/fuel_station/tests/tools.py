@@ -93,6 +93,20 @@ class FuelModuleTestMixin:
             self.assertTrue(key in contexts, msg=key)
 
     @with_transaction()
+    def test_zh_cn_translation_loads(self):
+        "Test zh_CN.po loads as `trytond-admin -l zh_CN` (./fuel up) loads it"
+        pool = Pool()
+        Lang = pool.get('ir.lang')
+        Translation = pool.get('ir.translation')
+        lang, = Lang.search([('code', '=', 'zh_CN')])
+        Lang.write([lang], {'translatable': True})
+        po_path = self.module_path / 'locale' / 'zh_CN.po'
+        Translation.translation_import('zh_CN', self.module, str(po_path))
+        self.assertTrue(Translation.search([
+                    ('lang', '=', 'zh_CN'), ('module', '=', self.module),
+                    ], limit=1))
+
+    @with_transaction()
     def test_zh_cn_translation_covers_fields(self):
         """Test every model and field the module defines has a zh_CN
         string; fields it adds to other modules' models included, theirs
