@@ -76,7 +76,9 @@ def demo_databases(tmp_path_factory):
     """The demo database, made once (trytond-admin and the demo loader take
     minutes), and a copy of it (a PostgreSQL template copy takes seconds)
     for the station tests, which change prices and sell fuel that the
-    other tests must not see; both dropped at the end"""
+    other tests must not see, and one for the frictionless pay tests
+    (their fills must not count in the station tests' totalizers); all
+    dropped at the end"""
     uri = database_uri()
     tmp = tmp_path_factory.mktemp('demo')
     password_file = tmp / 'password'
@@ -84,7 +86,8 @@ def demo_databases(tmp_path_factory):
     password_file.chmod(0o600)
     box_dir = tmp / 'box'
     names = {
-        name: f'fuel_{name}_{os.getpid()}' for name in ['systest', 'station']}
+        name: f'fuel_{name}_{os.getpid()}'
+        for name in ['systest', 'station', 'plate']}
     env = server_env(uri, password_file)
     config = str(ROOT / 'trytond.conf')
     run_sql(uri, f'CREATE DATABASE "{names["systest"]}"')
@@ -102,6 +105,8 @@ def demo_databases(tmp_path_factory):
             env=env, check=True, cwd=ROOT)
         # nothing is connected to it now, as a template copy needs
         run_sql(uri, 'CREATE DATABASE "{station}" TEMPLATE "{systest}"'
+            .format(**names))
+        run_sql(uri, 'CREATE DATABASE "{plate}" TEMPLATE "{systest}"'
             .format(**names))
         yield {
             key: DemoDatabase(name, password_file, box_dir)
@@ -122,6 +127,13 @@ def server(demo_databases, tmp_path_factory):
 def station_server(demo_databases, tmp_path_factory):
     "A platform of its own for the station box tests"
     with run_server(demo_databases['station'], tmp_path_factory) as running:
+        yield running
+
+
+@pytest.fixture(scope='session')
+def plate_server(demo_databases, tmp_path_factory):
+    "A platform of its own for the frictionless pay station tests"
+    with run_server(demo_databases['plate'], tmp_path_factory) as running:
         yield running
 
 

@@ -138,6 +138,21 @@ DEMO_BOX = {
     'name': "Box of West Lake Station",
     # dispenser name on the station -> the box's device identifier
     'dispensers': {"Island 1": 'island-1', "Island 2": 'island-2'},
+    # the lane camera of Island 1: a folder camera (JPEGs dropped into
+    # camera_dir, relative to box.toml) whose zone feeds the island's
+    # nozzles on the server (fuel_plate camera zone) and on the box (its
+    # offline list)
+    'camera': {
+        'identifier': 'cam-island-1', 'zone': 'island-1',
+        'dispenser': "Island 1", 'nozzles': [1, 2]},
+    }
+CAMERA_DIR = 'camera'
+# The frictionless pay demo (fuel_plate): Liu Yang's car, enrolled at the
+# counter on her funded card LS-0001.  Not 浙A12345: tests/test_plate_rpc.py
+# registers that plate for Lanshan itself.
+DEMO_VEHICLE = {
+    'plate': '浙A66888', 'colour': 'blue', 'owner': "Liu Yang",
+    'card': 'LS-0001', 'limit': '300.00', 'vehicle_type': 'car',
     }
 # The DART islands' gateway in the demo data (load_station) and the box's
 # local status page
@@ -741,9 +756,69 @@ def load_box(station, spec):
     return box, application.key
 
 
+def load_camera(box, station, spec):
+    """Give the box its lane camera and the camera its island zone, on
+    the nozzles of the island it watches, once"""
+    Device = Model.get('fuel.device.device')
+    Zone = Model.get('fuel.plate.camera.zone')
+    Nozzle = Model.get('fuel.station.nozzle')
+    camera = spec['camera']
+    device = first('fuel.device.device', [
+            ('box', '=', box.id), ('identifier', '=', camera['identifier'])])
+    if not device:
+        device = Device(
+            box=Model.get('fuel.device.box')(box.id), kind='camera',
+            identifier=camera['identifier'])
+        device.save()
+    zone = first('fuel.plate.camera.zone', [
+            ('camera', '=', device.id), ('code', '=', camera['zone'])])
+    if not zone:
+        zone = Zone(
+            station=Model.get('fuel.station')(station.id), camera=device,
+            code=camera['zone'], kind='island')
+        zone.save()
+    nozzles = [
+        n for n in Nozzle.find([
+                ('station', '=', station.id),
+                ('dispenser.name', '=', camera['dispenser']),
+                ])
+        if n.plate_zone != zone]
+    for nozzle in nozzles:
+        nozzle.plate_zone = zone
+    Nozzle.save(nozzles)
+    return zone
+
+
+def load_vehicle(company, spec):
+    """Enrol the demo vehicle for frictionless pay on its owner's card
+    with an active agreement, once"""
+    Vehicle = Model.get('fuel.plate.vehicle')
+    with company_context(company):
+        vehicle = first('fuel.plate.vehicle', [
+                ('company', '=', company.id), ('plate', '=', spec['plate']),
+                ('colour', '=', spec['colour'])])
+        card = first('fuel.payment.wallet.card', [
+                ('company', '=', company.id), ('number', '=', spec['card'])])
+        if not vehicle:
+            vehicle = Vehicle(
+                company=company, plate=spec['plate'], colour=spec['colour'],
+                owner=card.wallet.party, vehicle_type=spec['vehicle_type'])
+            vehicle.agreements.new(
+                party=card.wallet.party, card=card,
+                limit=Decimal(spec['limit']), channel='counter',
+                default=True)
+            vehicle.save()
+        agreement = vehicle.agreements[0]
+        if agreement.state == 'draft':
+            agreement.click('enable')
+    return vehicle
+
+
 def box_config(spec, server_url, database, gateway=DEMO_GATEWAY,
-        status_listen=DEMO_STATUS_LISTEN):
-    "The TOML configuration of the demo box (iot_box.config)"
+        status_listen=DEMO_STATUS_LISTEN, camera_dir=None):
+    """The TOML configuration of the demo box (iot_box.config); with
+    camera_dir, also its folder camera (the folder relative to box.toml
+    or absolute)"""
     lines = [
         '# Written by tools/demo.py for the simulated station of ./fuel up',
         f'identifier = "{spec["identifier"]}"',
@@ -780,6 +855,22 @@ def box_config(spec, server_url, database, gateway=DEMO_GATEWAY,
             lines.append(
                 f'    {{number = {number}, station_number = {nozzle}}},')
         lines.append(']')
+    camera = spec.get('camera')
+    if camera and camera_dir is not None:
+        nozzles = ', '.join(str(n) for n in camera['nozzles'])
+        lines += [
+            '',
+            '[lpr]',
+            'min_confidence = 0.5',
+            '',
+            '[[lpr.cameras]]',
+            f'id = "{camera["identifier"]}"',
+            'source = "folder"',
+            f'path = "{camera_dir}"',
+            'interval = 0.5',
+            f'zones = [{{code = "{camera["zone"]}", kind = "island", '
+            f'nozzles = [{nozzles}]}}]',
+            ]
     return '\n'.join(lines) + '\n'
 
 
@@ -791,6 +882,8 @@ def write_box_files(directory, config, key):
     # as `python -m iot_box pair` writes it
     write_key(directory / 'box.key', Secret(key), force=True)
     (directory / 'box.toml').write_text(config)
+    # the folder the demo camera drops its frames into (box_config)
+    (directory / CAMERA_DIR).mkdir(exist_ok=True)
 
 
 def mark_configured():
@@ -847,6 +940,8 @@ def load(password, box=None):
         load_members(company, operator, first_station, methods)
         if operator['key'] == DEMO_BOX['operator']:
             demo_box = load_box(stations[DEMO_BOX['station']], DEMO_BOX)
+            load_camera(demo_box[0], stations[DEMO_BOX['station']], DEMO_BOX)
+            load_vehicle(company, DEMO_VEHICLE)
     if any(activated):
         # let the effective time pass, then do what the cron does
         time.sleep(2.5)
@@ -857,7 +952,9 @@ def load(password, box=None):
         directory, server_url, database = box
         _, key = demo_box
         write_box_files(
-            directory, box_config(DEMO_BOX, server_url, database), key)
+            directory, box_config(
+                DEMO_BOX, server_url, database, camera_dir=CAMERA_DIR),
+            key)
 
 
 def main(argv=None):

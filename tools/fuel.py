@@ -48,6 +48,11 @@ ADMIN_PASSWORD_FILE = VAR / 'admin-password'
 BOX_DIR = VAR / 'box'
 DEMO_GATEWAY = '127.0.0.1:5001'
 AUTO_FILL_EVERY = '15'
+# The lane camera of island 1 (tools/demo.py DEMO_BOX, CAMERA_DIR) and the
+# enrolled car it sees (DEMO_VEHICLE): tools/demo_camera.py drops frames
+# of it there before each customer of island 1
+DEMO_CAMERA_DIR = 'camera'
+DEMO_PLATE = '浙A66888'
 FLOW_RATE = '1.5'
 # sao refuses a server of another major.minor; 8.0.11 is the last 8.0 on npm
 SAO_VERSION = '8.0.11'
@@ -412,7 +417,8 @@ def serve(db: Database, env: dict[str, str], host: str, port: int,
 
 
 def start_station(children: Children) -> None:
-    "The simulated DART pumps, then the box that drives them"
+    """The simulated DART pumps and the lane camera of island 1, then the
+    box that drives them"""
     host, port = DEMO_GATEWAY.split(':')
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         try:
@@ -420,10 +426,15 @@ def start_station(children: Children) -> None:
         except OSError as error:
             raise FuelError(f'cannot serve the simulated pumps on UDP '
                 f'{DEMO_GATEWAY}: {error.strerror}') from None
+    # the pumps' customers; those of island 1 pass the lane camera first
+    # (frames of the demo car into the box's folder camera), so that the
+    # platform charges their fills to the enrolled member
     children['dart-simulator'] = subprocess.Popen(
-        [venv_tool('python'), '-m', 'iot_box.simulators.dart_pump',
+        [venv_tool('python'), '-m', 'tools.demo_camera',
             '--udp', DEMO_GATEWAY, '--pumps', '2', '--nozzles', '2',
             '--auto-fill-every', AUTO_FILL_EVERY, '--flow-rate', FLOW_RATE,
+            '--camera-dir', str(BOX_DIR / DEMO_CAMERA_DIR),
+            '--plate', DEMO_PLATE,
             # the pumps' totalizers go on across restarts, as on a real pump
             '--state', str(BOX_DIR / 'pumps.json')],
         cwd=ROOT, process_group=0)

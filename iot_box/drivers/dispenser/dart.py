@@ -379,7 +379,13 @@ class DartDispenserDriver:
         "Judge the AUTHORIZEs awaiting confirmation by a DC1 status"
         waiting, self._confirming = self._confirming, []
         for confirm in waiting:
-            if status in AUTHORIZE_SEEN or (
+            if confirm.before in AUTHORIZE_SEEN:
+                # authorised or filling when the ACK came: the pump
+                # ignored it (AUTHORIZE only in RESET), whatever it says
+                # now: it is the earlier authorisation's status
+                self._not_executed(confirm, (
+                    f"pump was already {confirm.before.name}"))
+            elif status in AUTHORIZE_SEEN or (
                     status in SALE_ENDED and status is not confirm.before):
                 self._done(confirm.command_id, confirm.result)
             elif status is PumpStatus.RESET:
