@@ -58,6 +58,18 @@ class FuellingTransaction(metaclass=PoolMeta):
                         ('state', 'in', PRICING_STATES),
                         ], order=[('id', 'ASC')]):
                 rules[rule.company].append(rule)
+        # The discount may hold a part the engine did not give (set by
+        # fuel_payment's set_discount from elsewhere): keep that part and
+        # replace only what the previous pricing gave.
+        given = defaultdict(Decimal)
+        with without_check_access():
+            for discount in Discount.search([
+                        ('transaction', 'in', [t.id for t in transactions]),
+                        ]):
+                given[discount.transaction] += discount.amount
+        other = {
+            t: max((t.discount or Decimal(0)) - given[t], Decimal(0))
+            for t in transactions}
         lines = {}
         for transaction in transactions:
             date = transaction.end_date
@@ -76,7 +88,7 @@ class FuellingTransaction(metaclass=PoolMeta):
             order_transactions = [
                 t for t in order.transactions if t in lines]
             left = {
-                t: (t.amount or Decimal(0)) - sum(
+                t: (t.amount or Decimal(0)) - other[t] - sum(
                     (d.amount for d in lines[t]), Decimal(0))
                 for t in order_transactions}
             for coupon in sorted(
@@ -95,8 +107,10 @@ class FuellingTransaction(metaclass=PoolMeta):
                         ]))
             Discount.save([d for ds in lines.values() for d in ds])
         for transaction, discounts in lines.items():
+            total = other[transaction] + sum(
+                (d.amount for d in discounts), Decimal(0))
             transaction.set_discount(
-                sum((d.amount for d in discounts), Decimal(0)))
+                min(total, transaction.amount or Decimal(0)))
         cls.save(transactions)
 
 

@@ -104,6 +104,23 @@ class FuelPromotionTestCase(
                 self.breakdown(transaction), [(rule, Decimal('3.00'))])
             self.assertEqual(
                 FuelTransaction(transaction.id).amount_due, Decimal('72.80'))
+            # a discount given elsewhere (fuel_payment's set_discount) is
+            # kept beside the rules' one, which pricing never adds twice
+            transaction = FuelTransaction(transaction.id)
+            transaction.set_discount(Decimal('4.00'))
+            transaction.save()
+            FuelTransaction.apply_promotions([transaction])
+            FuelTransaction.apply_promotions([transaction])
+            self.assertEqual(
+                FuelTransaction(transaction.id).discount, Decimal('4.00'))
+            self.assertEqual(
+                self.breakdown(transaction), [(rule, Decimal('3.00'))])
+            transaction = FuelTransaction(transaction.id)
+            transaction.set_discount(Decimal('3.00'))
+            transaction.save()
+            FuelTransaction.apply_promotions([transaction])
+            self.assertEqual(
+                FuelTransaction(transaction.id).amount_due, Decimal('72.80'))
 
             Order.pay_rpc(order, [{
                         'method': setup['methods']['cash'].id,
