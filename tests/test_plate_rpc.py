@@ -2,11 +2,12 @@
 # this repository contains the full copyright notices and license terms.
 """Vehicles and plate reads over XML-RPC and JSON-RPC on a running server
 
-The demo has no fuel_plate data: the platform administrator registers a
-lane camera on West Lake Station's box (A01-BOX-1) and one vehicle per
-operator; the box posts a plate read through its events route with its
-key.  Each operator's users see only their own vehicles and reads, and
-station staff only the reads of their stations."""
+The platform administrator registers a lane camera of its own on West
+Lake Station's box (A01-BOX-1) and one vehicle per operator (the demo's
+car is left to tests/test_station_plate.py); the box posts a plate read
+through its events route with its key.  Each operator's users see only
+their own vehicles and reads, and station staff only the reads of their
+stations."""
 import datetime as dt
 import json
 import urllib.request
