@@ -60,6 +60,9 @@ SAO_DIR = VAR / 'sao'
 SAO_ROOT = SAO_DIR / 'package'
 CHROMIUM = Path('/usr/bin/chromium')
 CHROMIUM_PACKAGES = ['chromium', 'fonts-noto-cjk', 'fonts-dejavu-core']
+# The plate recognition tests and the demo camera render synthetic plates
+# with this font (iot_box/lpr/synth.py); Chromium may be there without it
+CJK_FONT = Path('/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc')
 SERVER_START_TIMEOUT = 60  # seconds; a cold trytond loads every module
 CHILD_STOP_TIMEOUT = 10  # seconds between SIGTERM and SIGKILL
 PYTEST_NO_TESTS = 5  # pytest's exit code when nothing was collected
@@ -454,6 +457,8 @@ def command_up(argv: list[str]) -> int:
     options = parser.parse_args(argv)
     raise_on_termination()
     sao = ensure_sao()
+    if not CJK_FONT.exists():  # the demo camera's synthetic scenes
+        apt_install(['fonts-noto-cjk'])
     db = parse_database(options.database)
     env = dict(os.environ, **db.env, TRYTOND_WEB__ROOT=str(sao),
         TRYTOND_WEB__LISTEN=f'{options.host}:{options.port}')
@@ -471,11 +476,8 @@ def command_up(argv: list[str]) -> int:
 # ----- tests -----------------------------------------------------------
 
 def ensure_test_packages(external_pg: bool) -> None:
-    # the plate recognition tests render synthetic plates with this font
-    # (iot_box/lpr/synth.py); Chromium may be there without it
-    cjk_font = Path('/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc')
     missing = [] if CHROMIUM.exists() else list(CHROMIUM_PACKAGES)
-    if not cjk_font.exists() and 'fonts-noto-cjk' not in missing:
+    if not CJK_FONT.exists() and 'fonts-noto-cjk' not in missing:
         missing.append('fonts-noto-cjk')
     if not external_pg and find_pg_bin() is None:
         missing.append('postgresql')
