@@ -761,6 +761,8 @@ class App:
         driver, nozzle = self._target(station_number)
         future = driver.authorize(
             nozzle, f'{command_id}:{driver.device}',
+            # the fill it releases names it: the server finds the payment
+            reference=command_id,
             preset_volume=_decimal(payload.get('preset_volume'),
                 'preset_volume'),
             preset_amount=_decimal(payload.get('preset_amount'),

@@ -55,7 +55,8 @@ NOZZLES = {1: (0, 1), 2: (0, 2), 3: (1, 1), 4: (1, 2)}
 TRANSACTION_FIELDS = [
     'quantity', 'unit_price', 'amount', 'reported_amount',
     'reported_unit_price', 'totalizer_start', 'totalizer_end', 'flags',
-    'state', 'nozzle_number', 'price', 'dispenser_price', 'uuid']
+    'state', 'nozzle_number', 'price', 'dispenser_price', 'authorization',
+    'uuid']
 STOP_TIMEOUT = 15
 
 

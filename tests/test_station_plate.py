@@ -183,6 +183,8 @@ def test_enrolled_car_is_charged_to_its_member(station):
     transaction, = station.new_transactions(before, 1)
     amount = D('75.80')  # 10 L at 7.58
     assert transaction['amount'] == amount
+    # the box names the command that released the fill
+    assert transaction['authorization'] == binding['command']
 
     charged, = station.until(
         lambda: station.bindings([

@@ -78,6 +78,8 @@ class Event(metaclass=PoolMeta):
             'totalizer_end': end,
             # the set the dispenser held, checked by the transaction
             'dispenser_price': payload.get('price_set_id'),
+            # the authorize command that released the fill, if any
+            'authorization': payload.get('authorization'),
             }
 
 
@@ -90,13 +92,36 @@ class FuellingTransaction(metaclass=PoolMeta):
         help="The price set the dispenser held for the fill, as its box "
         "reported; it differs from the price set when the pump sold at "
         "an older price.")
+    authorization = fields.Many2One(
+        'fuel.device.command', "Authorization", readonly=True,
+        ondelete='RESTRICT',
+        help="The authorize command that released the fill, as its box "
+        "reported: it tells which pre-payment the fill answers.")
 
     @classmethod
     def _record_values(cls, values):
         record = super()._record_values(values)
         record['dispenser_price'] = cls._dispenser_price(
             values['item'].get('dispenser_price'), values['company'])
+        record['authorization'] = cls._authorization(
+            values['item'].get('authorization'), values['station'])
         return record
+
+    @classmethod
+    def _authorization(cls, command_id, station):
+        """The id of the authorize command command_id when it was sent to
+        a box of the fill's station"""
+        pool = Pool()
+        Command = pool.get('fuel.device.command')
+        if type(command_id) is not int:
+            return None
+        with without_check_access():
+            commands = Command.search([
+                    ('id', '=', command_id),
+                    ('kind', '=', 'authorize'),
+                    ('box.station', '=', station.id),
+                    ], limit=1)
+        return commands[0].id if commands else None
 
     @classmethod
     def _dispenser_price(cls, price_id, company):
@@ -143,6 +168,22 @@ class PrePay(metaclass=PoolMeta):
                 command.save()
             prepay.authorization = command.rec_name
         cls.save(prepays)
+
+    @classmethod
+    def _capture_domain(cls, transaction):
+        """A fill released by an authorize command answers that command's
+        pre-payment only: none when the command was not a pre-payment's
+        (a plate preset); a fill without one (a box restarted mid-fill, an
+        older box) falls back on the nozzle's oldest"""
+        domain = super()._capture_domain(transaction)
+        authorization = getattr(transaction, 'authorization', None)
+        if authorization:
+            payload = loads(authorization.payload or '{}')
+            prepay = (
+                payload.get('prepay') if isinstance(payload, dict) else None)
+            domain.append(
+                ('id', '=', prepay if type(prepay) is int else -1))
+        return domain
 
 
 class Command(metaclass=PoolMeta):

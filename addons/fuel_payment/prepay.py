@@ -198,10 +198,9 @@ class PrePay(Workflow, ModelSQL, ModelView):
             if not transaction.nozzle or not (
                     transaction.state == 'to_pay' or empty):
                 continue
-            prepays = cls.search([
-                    ('nozzle', '=', transaction.nozzle.id),
-                    ('state', 'in', ['paid', 'authorized']),
-                    ], order=[('id', 'ASC')], limit=1)
+            prepays = cls.search(
+                cls._capture_domain(transaction),
+                order=[('id', 'ASC')], limit=1)
             if not prepays:
                 continue
             cls.lock(prepays)
@@ -233,6 +232,16 @@ class PrePay(Workflow, ModelSQL, ModelView):
                     reason=gettext(
                         'fuel_payment.msg_prepay_difference',
                         prepay=prepay.rec_name, captured=captured))
+
+    @classmethod
+    def _capture_domain(cls, transaction):
+        """The open pre-payments a completed fill may answer, the oldest
+        first: those of its nozzle (fuel_device narrows it to the one whose
+        authorization released the fill)"""
+        return [
+            ('nozzle', '=', transaction.nozzle.id),
+            ('state', 'in', ['paid', 'authorized']),
+            ]
 
     @classmethod
     @Workflow.transition('done')

@@ -226,6 +226,8 @@ def test_postpay_sale_reaches_the_server_once(
             assert str(payload['unit_price']) == '7.890'
             assert payload['station_nozzle'] == 1
             assert payload['price_set_id'] == 7
+            # released by the box's own postpay policy, not a command
+            assert payload['authorization'] is None
             assert 'fallback' not in payload
             seqs = [e['seq'] for e in server.events]
             assert seqs == sorted(seqs) == list(range(1, len(seqs) + 1))
@@ -265,6 +267,16 @@ def test_prepay_waits_for_an_authorize_command(
             ack, = st.acks(30)
             assert ack['status'] == 'acked'
             assert ack['result']['station_number'] == 4
+            for _ in range(3):
+                pump.tick(FLOW)
+                await asyncio.sleep(0.03)
+            pump.hang()
+            await st.until(lambda: st.completed())
+            event, = st.completed()
+            # the sale names the command that released it: the server
+            # finds the pre-payment it answers
+            assert event['payload']['authorization'] == 30
+            assert event['payload']['station_nozzle'] == 4
 
     run(main())
 

@@ -195,7 +195,8 @@ def test_sale_with_amount_preset_over_udp(tmp_path) -> None:
             assert up.payload['station_nozzle'] == 11
             assert driver.point.state is FPState.CALLING
 
-            result = driver.authorize(1, 'auth-1', preset_amount=D('10.00'))
+            result = driver.authorize(
+                1, 'auth-1', preset_amount=D('10.00'), reference=41)
             await until(driver, result.done, "authorize acknowledged")
             assert result.result()['status'] == 'authorized'
             assert pump.status is PumpStatus.AUTHORIZED
@@ -228,6 +229,8 @@ def test_sale_with_amount_preset_over_udp(tmp_path) -> None:
             assert payload['totalizer_amount'] == pump.totals[1][1]
             assert payload['price_set_id'] == PRICE_SET
             assert payload['version'] == 1
+            # the server's command that released the sale
+            assert payload['authorization'] == 41
 
             pump.hang()
             await until(
@@ -288,6 +291,8 @@ def test_price_change_waits_for_the_end_of_the_sale(tmp_path) -> None:
             assert change.result()['status'] == 'applied'
             assert pump.prices == {1: D('9.990'), 2: D('8.120')}
             first, = line_.events(EventKind.TRANSACTION_COMPLETED)
+            # authorised without a server command: no authorization named
+            assert first.payload['authorization'] is None
             assert first.payload['unit_price'] == D('7.890')
             assert first.payload['amount'] == D('15.78')
             assert first.payload['price_set_id'] == PRICE_SET

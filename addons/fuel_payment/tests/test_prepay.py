@@ -65,9 +65,7 @@ class PrePayTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
         "The box answers the authorize command of prepay"
         pool = Pool()
         Command = pool.get('fuel.device.command')
-        command, = [
-            c for c in Command.search([('box', '=', box.id)])
-            if loads(c.payload).get('prepay') == prepay.id]
+        command = self.command_of(box, prepay)
         self.assertEqual(command.kind, 'authorize')
         payload = loads(command.payload)
         self.assertEqual(payload['station_number'], 1)
@@ -78,11 +76,20 @@ class PrePayTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
                     'result': {'version': 1, 'status': 'authorized'}}])
         self.assertEqual(result['status'], 'accepted')
 
-    def fuel(self, setup, quantity):
+    def fuel(self, setup, quantity, **extra):
         pool = Pool()
         FuelTransaction = pool.get('fuel.payment.transaction')
-        result, = FuelTransaction.ingest([fill(setup['station'], quantity)])
+        result, = FuelTransaction.ingest(
+            [fill(setup['station'], quantity, **extra)])
         return FuelTransaction(result['id'])
+
+    def command_of(self, box, prepay):
+        pool = Pool()
+        Command = pool.get('fuel.device.command')
+        command, = [
+            c for c in Command.search([('box', '=', box.id)])
+            if loads(c.payload).get('prepay') == prepay.id]
+        return command
 
     @with_transaction()
     def test_under_fill_refunds_the_difference(self):
@@ -164,6 +171,38 @@ class PrePayTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
             self.assertIsNone(empty.order)
             refund, = empty.payments[0].refunds
             self.assertEqual(refund.amount, Decimal('50.00'))
+
+    @with_transaction()
+    def test_fill_answers_the_prepayment_of_its_authorization(self):
+        """Test a fill naming the authorize command that released it:
+        another command's fill (a plate preset) on the pre-paid nozzle
+        takes nothing of the pre-payment, the command's own fill does"""
+        pool = Pool()
+        PrePay = pool.get('fuel.payment.prepay')
+        Command = pool.get('fuel.device.command')
+        FuelTransaction = pool.get('fuel.payment.transaction')
+        company, setup, box = self.prepare()
+        with set_company(company):
+            prepay = self.start(setup, '100')
+            self.answer(box, prepay, 'acked')
+            plate = Command.prepare(box, 'authorize', {
+                    'version': 1, 'station_number': 1,
+                    'preset_amount': Decimal('300.00')})
+            plate.save()
+            other = self.fuel(setup, '5', authorization=plate.id)
+            self.assertEqual(other.authorization, plate)
+            self.assertEqual(FuelTransaction(other.id).state, 'to_pay')
+            self.assertEqual(PrePay(prepay.id).state, 'authorized')
+            own = self.fuel(
+                setup, '10', authorization=self.command_of(box, prepay).id)
+            prepay = PrePay(prepay.id)
+            self.assertEqual(prepay.state, 'done')
+            self.assertEqual(prepay.transaction, own)
+            self.assertEqual(prepay.captured, Decimal('75.80'))
+            self.assertEqual(FuelTransaction(other.id).state, 'to_pay')
+            # a command of no box of the station is not kept
+            stranger = self.fuel(setup, '1', authorization=plate.id + 999)
+            self.assertIsNone(stranger.authorization)
 
     @with_transaction()
     def test_checks(self):

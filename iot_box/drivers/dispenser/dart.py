@@ -201,6 +201,7 @@ class _Confirm:
     result: CommandResult
     before: PumpStatus | None  # the pump status when the ACK came
     polls: int = 0
+    reference: int | None = None  # the server's command, named by the sale
 
 
 @dataclass
@@ -214,6 +215,8 @@ class _Sale:
     # the DC3 (nozzle, price) reported with the final filling information
     reported: tuple[int, Decimal] | None = None
     totals: dict[int, DC101Totals] = field(default_factory=dict)
+    # the server command whose AUTHORIZE released this sale
+    authorization: int | None = None
 
 
 class DartDispenserDriver:
@@ -340,12 +343,15 @@ class DartDispenserDriver:
             self, nozzle: int, command_id: str, *,
             preset_volume: Decimal | None = None,
             preset_amount: Decimal | None = None,
+            reference: int | None = None,
             ) -> asyncio.Future[CommandResult]:
         """Queue CD2 (this nozzle only) + the preset + CD1 AUTHORIZE
 
         The future gives the stored result once the pump ACKed the block;
         a command_id seen before gives its first result, not a second
-        authorisation."""
+        authorisation.  reference, the server's command, is named by the
+        transaction_completed event of the sale it released
+        (`authorization`)."""
         known = self._known(command_id)
         if known is not None:
             return known
@@ -367,8 +373,9 @@ class DartDispenserDriver:
             'preset_amount': preset_amount}
         self._queue.append(_Block(
             tuple(messages),
-            on_ack=lambda: self._confirming.append(
-                _Confirm(command_id, result, self.pump_status)),
+            on_ack=lambda: self._confirming.append(_Confirm(
+                    command_id, result, self.pump_status,
+                    reference=reference)),
             on_fail=lambda error: self._failed(command_id, error)))
         logger.info(
             "%s: authorize nozzle %s (command %s)", self.device, nozzle,
@@ -387,6 +394,8 @@ class DartDispenserDriver:
                     f"pump was already {confirm.before.name}"))
             elif status in AUTHORIZE_SEEN or (
                     status in SALE_ENDED and status is not confirm.before):
+                # the sale this status starts (or ended) is this one's
+                self._sale.authorization = confirm.reference
                 self._done(confirm.command_id, confirm.result)
             elif status is PumpStatus.RESET:
                 # maybe reported before the AUTHORIZE was executed
@@ -955,7 +964,8 @@ class DartDispenserDriver:
             'unit_price': unit_price,
             'totalizer_volume': totals.volume_total if totals else None,
             'totalizer_amount': totals.amount_total if totals else None,
-            'price_set_id': self.price_set_id}
+            'price_set_id': self.price_set_id,
+            'authorization': sale.authorization}
         baseline = {
             n: (t.volume_total, t.amount_total)
             for n, t in sale.totals.items()}
