@@ -1,23 +1,27 @@
 # This file is part of fuelpay.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
 """Payment gateways: an operator's merchant account at a channel (WeChat
-Pay, Alipay, an acquirer) and the one interface every channel's provider
-implements"""
+Pay, Alipay, JD Pay, an acquirer) and the one interface every channel's
+provider implements"""
 import dataclasses
 import datetime as dt
 import re
 from decimal import Decimal
 
+from trytond.i18n import gettext
 from trytond.model import ModelSQL, ModelView, fields
 from trytond.pool import PoolMeta
 from trytond.pyson import Eval
 from trytond.transaction import Transaction
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
+from .exceptions import GatewayError
+
 CHANNELS = [
     ('wechat', "WeChat Pay"),
     ('alipay', "Alipay"),
     ('aggregator', "Huifu Aggregator (UnionPay)"),
+    ('jdpay', "JD Pay"),
     ]
 
 # Payment codes (付款码) by the prefix the channels document; the
@@ -26,7 +30,19 @@ CODE_ROUTES = [
     ('wechat', re.compile(r'^1[0-5]\d{16}$')),
     ('alipay', re.compile(r'^(2[5-9]|30)\d{14,22}$')),
     ('unionpay', re.compile(r'^62\d{17}$')),
+    # JD's own codes: 18 digits starting 18 (one source only, a payment
+    # library's routing comment; JD's wallet also shows UnionPay codes,
+    # 62..., which stay on the UnionPay route)
+    ('jd', re.compile(r'^18\d{16}$')),
     ]
+# the code channels each gateway's provider charges: an aggregator takes
+# the wallets' codes through its own merchant account
+GATEWAY_CODES = {
+    'wechat': {'wechat'},
+    'alipay': {'alipay'},
+    'aggregator': {'unionpay', 'wechat', 'alipay'},
+    'jdpay': {'jd'},
+    }
 
 
 def code_channel(code):
@@ -117,6 +133,9 @@ class Provider:
     its channel wants. Methods raise TransientError when it is worth
     trying again and PermanentError otherwise."""
     channel = None
+    # whether the channel publishes a daily bill; without one the day is
+    # reconciled by querying each payment (fuel.payment.reconciliation)
+    bill = True
 
     def __init__(self, gateway):
         self.gateway = gateway
@@ -208,7 +227,8 @@ class Gateway(ModelSQL, ModelView):
         help="The merchant's RSA private key (PEM).")
     api_key = fields.Char(
         "API Key", loading='lazy', strip=False,
-        help="The APIv3 key that encrypts notifications.")
+        help="The key that encrypts the channel's messages: WeChat's "
+        "APIv3 key, JD Pay's DES key (base64).")
     platform_key = fields.Text(
         "Platform Public Key",
         help="The channel's public key (PEM) that signs its answers.")
@@ -319,7 +339,10 @@ class GatewaySetKeysStart(ModelView):
     private_key = fields.Text(
         "Private Key", required=True,
         help="Paste the merchant's RSA private key (PEM).")
-    api_key = fields.Char("API Key", strip=False)
+    api_key = fields.Char(
+        "API Key", strip=False,
+        help="WeChat Pay: the APIv3 key. JD Pay: the DES key (base64), "
+        "required.")
 
 
 class GatewaySetKeys(Wizard):
@@ -340,6 +363,15 @@ class GatewaySetKeys(Wizard):
             }
         # the wizard's session must not keep the keys
         self.start.private_key = self.start.api_key = None
+        if self.record.channel == 'jdpay':
+            # imported here: the providers import this module
+            from .jdpay import des_key
+            try:
+                des_key(values['api_key'])
+            except ValueError:
+                raise GatewayError(gettext(
+                        'fuel_payment.msg_gateway_jdpay_des_key',
+                        gateway=self.record.rec_name)) from None
         self.model.write([self.record], values)
         return 'end'
 
@@ -368,7 +400,9 @@ class PaymentMethod(metaclass=PoolMeta):
                     ('fuel_kind', '=', kind),
                     ('gateway', '!=', None),
                     ('gateway.active', '=', True),
-                    ] + ([('gateway.channel', '=', channel)]
+                    ] + ([('gateway.channel', 'in', [
+                                g for g, codes in GATEWAY_CODES.items()
+                                if channel in codes])]
                         if kind == 'face' else []),
                 limit=1)
             if methods:

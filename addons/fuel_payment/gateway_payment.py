@@ -74,6 +74,7 @@ class GatewayPayment(Workflow, ModelSQL, ModelView):
             ('attendant', "Attendant"),
             ('face', "Face Device"),
             ('customer', "Customer"),
+            ('post', "Payment Post"),
             ], "Source", required=True, readonly=True)
     code = fields.Char(
         "Payment Code", readonly=True,
@@ -130,6 +131,9 @@ class GatewayPayment(Workflow, ModelSQL, ModelView):
             ('pending', 'succeeded'),
             ('pending', 'failed'),
             ('pending', 'cancelled'),
+            # the channel took the money after all (late_success)
+            ('failed', 'succeeded'),
+            ('cancelled', 'succeeded'),
             }
         cls._buttons.update({
                 'check': {
@@ -435,6 +439,40 @@ class GatewayPayment(Workflow, ModelSQL, ModelView):
             cls.save([payment])
             if payment.state == 'draft':
                 cls.wait([payment])
+
+    @classmethod
+    def late_success(cls, payment):
+        """A success notified for a payment given up (reversed, closed,
+        failed): notifications may come out of order (one sent before a
+        reversal arrives after it), so the channel is asked what holds now;
+        money it did take is booked on the order while the order is open,
+        else given back (succeed)"""
+        with without_check_access():
+            provider = payment.gateway.get_provider()
+        # TransientError goes up: the notification is answered as failed
+        # and the channel sends it again
+        result = provider.query(payment)
+        if result.state != 'succeeded':
+            logger.info(
+                "payment %s: late success notification, the channel says "
+                "%s now: ignored", payment.number, result.state)
+            return
+        if result.amount is not None and result.amount != payment.amount:
+            payment.error = gettext(
+                'fuel_payment.msg_gateway_amount_mismatch',
+                payment=payment.number, amount=result.amount)
+            cls.save([payment])
+            return
+        logger.warning(
+            "payment %s: paid at the channel after it was %s",
+            payment.number, payment.state)
+        if result.reference:
+            payment.reference = result.reference
+        payment.paid_date = result.date or _now()
+        payment.error = gettext(
+            'fuel_payment.msg_gateway_late_success', payment=payment.number)
+        cls.save([payment])
+        cls.succeed([payment])
 
     @classmethod
     @ModelView.button
@@ -794,4 +832,7 @@ class GatewayNotification(ModelSQL, ModelView):
                     }])
         if payment.state in {'draft', 'pending'}:
             Payment.apply(payment, notification.result)
+        elif (payment.state in {'failed', 'cancelled'}
+                and notification.result.state == 'succeeded'):
+            Payment.late_success(payment)
         return 'accepted'

@@ -63,7 +63,11 @@ class Reconciliation(Workflow, ModelSQL, ModelView):
             (None, ""),
             ('download', "Downloaded"),
             ('import', "Imported"),
-            ], "Source", readonly=True)
+            ('query', "Queried"),
+            ], "Source", readonly=True,
+        help="Where the channel's side comes from: its bill, downloaded or "
+        "imported, or, for a channel without a bill, its answers to a "
+        "query about each payment of the day.")
     lines = fields.One2Many(
         'fuel.payment.reconciliation.line', 'reconciliation', "Lines",
         readonly=True)
@@ -190,6 +194,16 @@ class Reconciliation(Workflow, ModelSQL, ModelView):
                 continue
             with without_check_access():
                 provider = reconciliation.gateway.get_provider()
+            if not provider.bill:
+                reconciliation.source = 'query'
+                reconciliation.save()
+                try:
+                    cls.match([reconciliation])
+                except ReconciliationError as exception:
+                    # the channel could not be asked: the next run tries
+                    reconciliation.error = exception.message
+                    reconciliation.save()
+                continue
             try:
                 data = provider.fetch_bill(reconciliation.date)
             except (TransientError, PermanentError) as exception:
@@ -243,6 +257,13 @@ class Reconciliation(Workflow, ModelSQL, ModelView):
         Line.delete([line for r in reconciliations for line in r.lines])
         lines = []
         for reconciliation in reconciliations:
+            if reconciliation.source == 'query':
+                new = reconciliation.get_lines(
+                    reconciliation.query_rows(), refunds=False)
+                lines.extend(new)
+                reconciliation.fee = Decimal(0)
+                reconciliation.error = None
+                continue
             if not reconciliation.bill:
                 raise ReconciliationError(gettext(
                         'fuel_payment.msg_reconciliation_no_bill',
@@ -264,8 +285,58 @@ class Reconciliation(Workflow, ModelSQL, ModelView):
         Line.save(lines)
         cls.save(reconciliations)
 
-    def get_lines(self, rows):
-        "Return the lines matching rows to our records of the day"
+    def query_rows(self):
+        """The channel's side of the day for a channel without a bill:
+        each payment of ours of the day (paid that day, or started that day
+        and not paid here) as the channel answers a query about it; the
+        channel gives no fee, and refunds are not queried"""
+        pool = Pool()
+        Payment = pool.get('fuel.payment.gateway.payment')
+        start, end = day_range(self.date)
+        with without_check_access():
+            provider = self.gateway.get_provider()
+        rows = []
+        for payment in Payment.search([
+                    ('gateway', '=', self.gateway.id),
+                    ['OR', [
+                            ('state', '=', 'succeeded'),
+                            ('paid_date', '>=', start),
+                            ('paid_date', '<', end),
+                            ], [
+                            ('state', '!=', 'succeeded'),
+                            ('create_date', '>=', start),
+                            ('create_date', '<', end),
+                            ]],
+                    ], order=[('id', 'ASC')]):
+            try:
+                result = provider.query(payment)
+            except (TransientError, PermanentError) as exception:
+                raise ReconciliationError(gettext(
+                        'fuel_payment.msg_reconciliation_query',
+                        reconciliation=self.rec_name,
+                        payment=payment.number,
+                        error=str(exception))) from exception
+            if result.state == 'missing' or (
+                    result.state != 'succeeded'
+                    and payment.state != 'succeeded'):
+                # no money on either side (still being paid, reversed,
+                # closed, refused): nothing to reconcile
+                continue
+            rows.append({
+                    'type': 'payment',
+                    'number': payment.number,
+                    'reference': result.reference,
+                    'amount': (
+                        result.amount if result.amount is not None
+                        else payment.amount),
+                    'status': result.state,
+                    'fee': Decimal(0),
+                    })
+        return rows
+
+    def get_lines(self, rows, refunds=True):
+        """Return the lines matching rows to our records of the day;
+        refunds: whether the rows hold the channel's refunds"""
         pool = Pool()
         Payment = pool.get('fuel.payment.gateway.payment')
         Refund = pool.get('fuel.payment.gateway.refund')
@@ -325,6 +396,8 @@ class Reconciliation(Workflow, ModelSQL, ModelView):
                     number=payment.number, reference=payment.reference,
                     payment=payment, amount=payment.amount,
                     status=payment.state, fee=Decimal(0)))
+        if not refunds:
+            return lines
         for refund in Refund.search([
                     ('payment.gateway', '=', self.gateway.id),
                     ('state', '=', 'succeeded'),
@@ -503,6 +576,19 @@ class ReconciliationLine(ModelSQL, ModelView):
             line.payment for line in lines
             if line.payment and line.payment.state in {'draft', 'pending'}]
         Payment.poll(payments)
+        for line in lines:
+            payment = line.payment
+            if payment and payment.state in {'cancelled', 'failed'}:
+                # given up here, maybe paid there: booked or given back
+                Payment.lock([payment])
+                try:
+                    Payment.late_success(Payment(payment.id))
+                except TransientError as exception:
+                    raise ReconciliationError(gettext(
+                            'fuel_payment.msg_reconciliation_query',
+                            reconciliation=line.reconciliation.rec_name,
+                            payment=payment.number,
+                            error=str(exception))) from exception
 
 
 class Move(metaclass=PoolMeta):

@@ -13,8 +13,10 @@ from trytond.protocols.wrappers import (
     with_pool,
     with_transaction,
 )
-from trytond.transaction import without_check_access
+from trytond.transaction import Transaction, without_check_access
 from trytond.wsgi import app
+
+from .gateway import TransientError
 
 
 @app.route(
@@ -32,7 +34,14 @@ def notify(request, pool, gateway_id):
         if not gateways:
             return Response(status=HTTPStatus.NOT_FOUND)
         gateway, = gateways
-        outcome = Notification.receive(gateway, dict(request.headers), body)
+        try:
+            outcome = Notification.receive(
+                gateway, dict(request.headers), body)
+        except TransientError:
+            # the channel could not be asked what a late success is worth
+            # now: nothing is kept, the channel notifies again
+            Transaction().rollback()
+            outcome = 'refused'
         status, text, content_type = gateway.get_provider().answer(
             outcome, body)
     return Response(text, status=status, content_type=content_type)

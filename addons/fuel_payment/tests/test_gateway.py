@@ -405,6 +405,83 @@ class GatewayTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
         self.assertEqual(len(Order(order.id).payments), 1)
 
     @with_transaction()
+    def test_out_of_order_notifications(self):
+        """Test a success notified after the payment was given up: one
+        sent before the reversal changes nothing (the channel says
+        REVOKED now); money the channel did take is booked on the open
+        order, or given back once the order was paid another way"""
+        pool = Pool()
+        Payment = pool.get('fuel.payment.gateway.payment')
+        Notification = pool.get('fuel.payment.gateway.notification')
+        Order = pool.get('fuel.payment.order')
+        company, setup, gateway, order = self.prepare()
+        self.simulator.paying_queries = -1
+        with set_company(company):
+            reversed_ = self.pay_code(order)
+            sim_order = self.simulator.orders[reversed_.number]
+            # sent while the customer confirmed, delivered after the
+            # reversal
+            sim_order.pay()
+            stale = self.simulator.notification(reversed_.number)
+            sim_order.state = 'USERPAYING'
+            Payment.write([reversed_], {
+                    'deadline': dt.datetime.now() - dt.timedelta(seconds=1)})
+            Payment.poll([reversed_])
+            self.assertEqual(Payment(reversed_.id).state, 'cancelled')
+            self.assertEqual(sim_order.state, 'REVOKED')
+            self.assertEqual(
+                Notification.receive(gateway, *stale), 'accepted')
+            self.assertEqual(Payment(reversed_.id).state, 'cancelled')
+            self.assertEqual(Order(order.id).amount_paid, Decimal(0))
+
+            # a QR given up while the channel still had it open (its close
+            # never reached the channel), then paid there
+            self.simulator.paying_queries = None
+            late = Payment(Payment.create_qr(
+                    order.id, setup['methods']['wechat'].id))
+            Payment.submit([late])
+            Payment.cancel([Payment(late.id)])
+            self.simulator.pay(late.number)
+            self.assertEqual(Notification.receive(
+                    gateway, *self.simulator.notification(late.number)),
+                'accepted')
+            late = Payment(late.id)
+            self.assertEqual(late.state, 'succeeded')
+            self.assertEqual(late.error, message(
+                    'msg_gateway_late_success', payment=late.number))
+            self.assertEqual(Order(order.id).state, 'paid')
+            self.assertEqual(late.order_payment.amount, Decimal('151.60'))
+            self.assertFalse(late.refunds)
+
+    @with_transaction()
+    def test_late_success_of_an_order_paid_otherwise(self):
+        "Test money taken after the payment was given up goes back"
+        pool = Pool()
+        Payment = pool.get('fuel.payment.gateway.payment')
+        Notification = pool.get('fuel.payment.gateway.notification')
+        Order = pool.get('fuel.payment.order')
+        company, setup, gateway, order = self.prepare()
+        with set_company(company):
+            late = Payment(Payment.create_qr(
+                    order.id, setup['methods']['wechat'].id))
+            Payment.submit([late])
+            Payment.cancel([Payment(late.id)])
+            Order.pay_rpc(order, [{
+                        'method': setup['methods']['cash'].id,
+                        'amount': Decimal('151.60')}])
+            self.simulator.pay(late.number)
+            self.assertEqual(Notification.receive(
+                    gateway, *self.simulator.notification(late.number)),
+                'accepted')
+            late = Payment(late.id)
+            self.assertEqual(late.state, 'succeeded')
+            refund, = late.refunds
+            self.assertEqual(refund.amount, Decimal('151.60'))
+            self.assertEqual(refund.reason, message(
+                    'msg_gateway_order_closed', order=order.rec_name))
+            self.assertEqual(len(Order(order.id).payments), 1)
+
+    @with_transaction()
     def test_partial_then_order_refund(self):
         "Test a partial refund, then the order refund gives back the rest"
         pool = Pool()
@@ -582,16 +659,20 @@ class GatewayRouteTestCase(FuelDatabaseMixin, RouteTestCase):
             huifu = create_gateway(
                 company, cls.huifu, setup['methods']['unionpay'])
             payments = []
-            for method in ['wechat', 'unionpay']:
+            for method in ['wechat', 'unionpay', 'wechat']:
                 order = create_order(setup)
                 payment = Payment(Payment.create_qr(
                         order.id, setup['methods'][method].id))
                 Payment.submit([payment])
                 payments.append(Payment(payment.id))
+            # given up here while the channel still had it open
+            Payment.cancel(payments[-1:])
         cls.gateway_id = gateway.id
         cls.huifu_id = huifu.id
-        cls.payment_id, cls.huifu_payment_id = [p.id for p in payments]
-        cls.number, cls.huifu_number = [p.number for p in payments]
+        (cls.payment_id, cls.huifu_payment_id, cls.late_payment_id) = [
+            p.id for p in payments]
+        cls.number, cls.huifu_number, cls.late_number = [
+            p.number for p in payments]
 
     def test_notifications(self):
         "Test the route answers each notification as WeChat expects"
@@ -620,8 +701,40 @@ class GatewayRouteTestCase(FuelDatabaseMixin, RouteTestCase):
             self.assertEqual(payment.order.state, 'paid')
             self.assertEqual(
                 sorted(n.state for n in Notification.search([
-                            ('gateway', '=', self.gateway_id)])),
+                            ('gateway', '=', self.gateway_id),
+                            ('payment', 'in', [self.payment_id, None]),
+                            ])),
                 ['accepted', 'refused'])
+
+    def test_late_success_asked_again(self):
+        """Test a success notified for a payment given up: while the
+        channel cannot be asked, nothing is kept and WeChat is told to
+        notify again; then the money is booked"""
+        url = f'/{DB_NAME}/fuel_payment/notify/{self.gateway_id}'
+        self.simulator.pay(self.late_number)
+        headers, body = self.simulator.notification(self.late_number)
+        client = self.client()
+        self.simulator.down = True
+        try:
+            response = client.post(url, data=body, headers=headers)
+        finally:
+            self.simulator.down = False
+        self.assertEqual(response.status_code, 400)
+        self.assertEqual(response.json['code'], 'FAIL')
+        with Transaction().start(DB_NAME, 0):
+            pool = Pool()
+            Payment = pool.get('fuel.payment.gateway.payment')
+            Notification = pool.get('fuel.payment.gateway.notification')
+            self.assertEqual(Payment(self.late_payment_id).state, 'cancelled')
+            self.assertFalse(Notification.search([
+                        ('payment', '=', self.late_payment_id)]))
+        response = client.post(url, data=body, headers=headers)
+        self.assertEqual(response.status_code, 204)
+        with Transaction().start(DB_NAME, 0):
+            Payment = Pool().get('fuel.payment.gateway.payment')
+            payment = Payment(self.late_payment_id)
+            self.assertEqual(payment.state, 'succeeded')
+            self.assertEqual(payment.order.state, 'paid')
 
     def test_huifu_notifications(self):
         "Test the route answers Huifu RECV_ORD_ID_ once verified"
@@ -809,12 +922,33 @@ class AggregatorTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
                 company, cls.simulator, setup['methods']['unionpay'])
         return company, setup, gateway
 
-    def pay_code(self, order, code=UNIONPAY_CODE):
+    def pay_code(self, order, code=UNIONPAY_CODE, **kwargs):
         pool = Pool()
         Payment = pool.get('fuel.payment.gateway.payment')
-        payment = Payment(Payment.pay_code(order.id, code))
+        payment = Payment(Payment.pay_code(order.id, code, **kwargs))
         Payment.submit([payment], code)
         return Payment(payment.id)
+
+    @with_transaction()
+    def test_face_code_through_the_aggregator(self):
+        """Test a face payment's code goes to the face method of the
+        gateway whose provider takes it (the aggregator for UnionPay), and
+        to the channel's own method without one"""
+        pool = Pool()
+        Method = pool.get('sale.point.payment.method')
+        company, setup, gateway, order = self.prepare()
+        face = setup['methods']['face']
+        with set_company(company):
+            Payment = pool.get('fuel.payment.gateway.payment')
+            without = Payment.method_for_code(
+                company, UNIONPAY_CODE, source='face')
+            self.assertEqual(without, setup['methods']['unionpay'])
+            Method.write([face], {'gateway': gateway.id})
+            payment = self.pay_code(order, source='face')
+            self.assertEqual(payment.state, 'succeeded')
+            self.assertEqual(payment.source, 'face')
+            self.assertEqual(payment.method, face)
+            self.assertEqual(payment.order.payments[0].method, face)
 
     @with_transaction()
     def test_unionpay_code_and_refund(self):
