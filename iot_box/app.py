@@ -31,6 +31,15 @@ per line (dispensers with the same connection share it, see
   Cameras are reported in setup and heartbeat as devices of kind
   ``camera``.  The LPR modules (onnxruntime, OpenCV) are only imported
   when a camera is configured.
+- with ``[[payment_posts]]`` configured: one task per post reads the
+  customer's payment codes from its scanner or face-pay device on a
+  serial line (`iot_box.drivers.codereader.driver.CodeReaderDriver`);
+  each code is a ``payment_code`` event, sent at once like any other
+  event; the server charges it for the unpaid fill of the post's nozzles
+  and answers the outcome in the event's result (logged by the uplink
+  when it is an error).  The outbox masks the code once the server has
+  it.  Posts are reported in setup and heartbeat as devices of kind
+  ``payment_post``.
 
 The offline list of frictionless plates: a ``configuration`` command whose
 payload has ``frictionless_plates`` (``[{"plate", "colour", "limit"}]``,
@@ -123,6 +132,7 @@ from iot_box.uplink import (
 
 if TYPE_CHECKING:
     from iot_box.drivers.camera.driver import CameraDriver
+    from iot_box.drivers.codereader.driver import CodeReaderDriver
 
 __all__ = ['App', 'LinkState', 'Timing']
 
@@ -317,6 +327,7 @@ class App:
         self.lines: list[DartLine] = []
         self.drivers: dict[str, LineDriver] = {}
         self.cameras: dict[str, CameraDriver] = {}
+        self.posts: dict[str, CodeReaderDriver] = {}
         # the frictionless plates served in fallback (opened with the
         # outbox, where it is kept)
         self.offline: OfflineList | None = None
@@ -377,6 +388,15 @@ class App:
                     'connection': camera.url or str(camera.path),
                     'status': driver.status if driver else 'disconnected',
                     })
+        for post in self.config.payment_posts:
+            reader = self.posts.get(post.name)
+            devices.append({
+                    'identifier': post.name,
+                    'kind': 'payment_post',
+                    'protocol': str(post.source),
+                    'connection': f'serial:{post.port}',
+                    'status': reader.status if reader else 'disconnected',
+                    })
         return devices
 
     def status(self) -> dict[str, Any]:
@@ -435,7 +455,28 @@ class App:
                     'generated': self.offline.generated
                     if self.offline else None,
                     },
-                } if self.config.cameras else {})
+                } if self.config.cameras else {}) | ({
+                'payment_posts': self._post_status(),
+                } if self.config.payment_posts else {})
+
+    def _post_status(self) -> list[dict[str, Any]]:
+        "The payment posts' readers: no code, not even masked"
+        result = []
+        for post in self.config.payment_posts:
+            reader = self.posts.get(post.name)
+            result.append({
+                    'name': post.name,
+                    'source': str(post.source),
+                    'port': post.port,
+                    'nozzles': list(post.nozzles),
+                    'state': str(reader.state) if reader else None,
+                    'codes': reader.codes if reader else 0,
+                    'dropped': reader.dropped if reader else 0,
+                    'last_code': reader.last_code.isoformat()
+                    if reader and reader.last_code else None,
+                    'last_error': reader.last_error if reader else None,
+                    })
+        return result
 
     def _camera_status(self) -> list[dict[str, Any]]:
         result = []
@@ -1057,6 +1098,16 @@ class App:
                 voter=Voter(gap=gap if gap is not None else DEFAULT_GAP),
                 on_vote=functools.partial(self._plate_voted, camera))
 
+    def _build_posts(self, outbox: Outbox) -> None:
+        "One code reader per payment post (pyserial imported by need)"
+        if not self.config.payment_posts:
+            return
+        from iot_box.drivers.codereader.driver import CodeReaderDriver
+
+        tap = cast(Outbox, _EventTap(outbox, self))
+        for post in self.config.payment_posts:
+            self.posts[post.name] = CodeReaderDriver(post, tap)
+
     # --- the offline list (frictionless plates in fallback) --------------
 
     def _plate_voted(
@@ -1107,6 +1158,7 @@ class App:
                     await transport.close()
             if self.config.cameras:
                 await self._build_cameras(self.outbox)
+            self._build_posts(self.outbox)
             if self.status_page:
                 self.status_server = await stack.enter_async_context(
                     StatusServer(self.config.status_listen, self.status))
@@ -1120,6 +1172,9 @@ class App:
             tasks += [
                 asyncio.create_task(camera.run(), name=f'camera-{name}')
                 for name, camera in self.cameras.items()]
+            tasks += [
+                asyncio.create_task(reader.run(), name=f'post-{name}')
+                for name, reader in self.posts.items()]
             tasks += [
                 asyncio.create_task(self._uplink_task(), name='uplink'),
                 asyncio.create_task(self._command_task(), name='commands'),

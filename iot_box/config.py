@@ -62,6 +62,13 @@ Example::
         {code = "entrance", kind = "entrance", region = [0, 0, 0.5, 1]},
         {code = "exit", kind = "exit", region = [0.5, 0, 1, 1]},
     ]
+
+    [[payment_posts]]  # optional: a code reader at a payment post
+    name = "post-1"  # its device identifier on the server
+    port = "/dev/serial/by-id/usb-face-device-if00"  # scanner mode (CDC)
+    baudrate = 9600  # optional; 8 data bits, no parity, 1 stop bit
+    source = "face"  # face (刷脸设备) or scanner (付款码扫码枪)
+    nozzles = [1]  # the station numbers the post serves
 """
 from __future__ import annotations
 
@@ -94,6 +101,8 @@ __all__ = [
     'LprConfig',
     'NozzleConfig',
     'Parity',
+    'PaymentPostConfig',
+    'PostSource',
     'Protocol',
     'Secret',
     'ServerConfig',
@@ -183,6 +192,12 @@ class CameraSource(enum.StrEnum):
     SNAPSHOT = 'snapshot'  # HTTP(S) GET of a JPEG every interval
     RTSP = 'rtsp'  # a video stream (OpenCV), one frame every interval
     FOLDER = 'folder'  # JPEG files dropped into a folder (FTP push)
+
+
+class PostSource(enum.StrEnum):
+    "What reads the customer's code at a payment post"
+    FACE = 'face'  # a face-pay device (青蛙 Pro, 蜻蜓) in scanner mode
+    SCANNER = 'scanner'  # a payment-code (付款码) scanner
 
 
 class ZoneKind(enum.StrEnum):
@@ -307,6 +322,16 @@ class LprConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PaymentPostConfig:
+    "A payment post's code reader on a serial line (scanner mode)"
+    name: str  # the post's device identifier on the server
+    port: str  # the serial device (USB CDC or RS-232)
+    source: PostSource
+    nozzles: tuple[int, ...]  # station numbers of the nozzles it serves
+    baudrate: int = DEFAULT_BAUDRATE
+
+
+@dataclass(frozen=True, slots=True)
 class BoxConfig:
     server: ServerConfig
     station_code: str
@@ -319,6 +344,7 @@ class BoxConfig:
     identifier: str | None = None
     cameras: tuple[CameraConfig, ...] = ()
     lpr: LprConfig = LprConfig()
+    payment_posts: tuple[PaymentPostConfig, ...] = ()
 
     @property
     def box_identifier(self) -> str:
@@ -498,7 +524,7 @@ def _resolve(base: Path, value: str) -> Path:
 
 _BOX_KEYS = frozenset({
         'server', 'station_code', 'identifier', 'outbox_path',
-        'status_listen', 'dispensers', 'fallback', 'lpr'})
+        'status_listen', 'dispensers', 'fallback', 'lpr', 'payment_posts'})
 _LPR_KEYS = frozenset({'min_confidence', 'threads', 'dark_plates', 'cameras'})
 _CAMERA_KEYS = frozenset({'id', 'source', 'url', 'path', 'interval', 'zones'})
 _ZONE_KEYS = frozenset({'code', 'kind', 'region', 'nozzles'})
@@ -509,6 +535,7 @@ _DISPENSER_KEYS = frozenset({
         'parity', 'host', 'port', 'address', 'poll_interval', 'nozzles'})
 _NOZZLE_KEYS = frozenset({'number', 'station_number'})
 _FALLBACK_KEYS = frozenset({'mode', 'max_amount', 'max_volume', 'after'})
+_POST_KEYS = frozenset({'name', 'port', 'baudrate', 'source', 'nozzles'})
 
 
 def _box(data: Any, base: Path) -> BoxConfig:
@@ -532,6 +559,11 @@ def _box(data: Any, base: Path) -> BoxConfig:
                 _camera(t, base)
                 for t in table.tables('cameras', _CAMERA_KEYS))
             _check_cameras(cameras, dispensers)
+    payment_posts: tuple[PaymentPostConfig, ...] = ()
+    if top.has('payment_posts'):
+        payment_posts = tuple(
+            _payment_post(t) for t in top.tables('payment_posts', _POST_KEYS))
+        _check_payment_posts(payment_posts, dispensers, cameras)
     return BoxConfig(
         server=server,
         station_code=station_code,
@@ -541,7 +573,8 @@ def _box(data: Any, base: Path) -> BoxConfig:
         fallback=fallback,
         identifier=identifier,
         cameras=cameras,
-        lpr=lpr)
+        lpr=lpr,
+        payment_posts=payment_posts)
 
 
 def check_server_url(url: str, key: str = 'server.url') -> str:
@@ -819,3 +852,59 @@ def _check_cameras(
                     raise ConfigError(
                         f"lpr.cameras[{i}].zones[{j}].nozzles: no nozzle "
                         f"{number} on this box")
+
+
+def _payment_post(table: _Table) -> PaymentPostConfig:
+    name = table.string('name')
+    port = table.string('port')
+    baudrate = table.integer('baudrate', 1, 10_000_000, required=False)
+    if baudrate is None:
+        baudrate = DEFAULT_BAUDRATE
+    elif baudrate not in BAUDRATES:
+        raise ConfigError(
+            f"{table.key('baudrate')}: {baudrate} is not a standard rate")
+    if not table.has('source'):
+        raise ConfigError(f"{table.key('source')}: missing")
+    source = table.choice('source', PostSource, PostSource.SCANNER)
+    value = table.raw('nozzles', True)
+    if (not isinstance(value, list) or not value or any(
+                isinstance(v, bool) or not isinstance(v, int)
+                for v in value)):
+        raise ConfigError(
+            f"{table.key('nozzles')}: must be a non-empty array of station "
+            "numbers")
+    for i, number in enumerate(value):
+        if number in value[:i]:
+            raise ConfigError(
+                f"{table.key('nozzles')}: nozzle {number} appears twice")
+    return PaymentPostConfig(
+        name=name, port=port, source=source, nozzles=tuple(value),
+        baudrate=baudrate)
+
+
+def _check_payment_posts(
+        posts: tuple[PaymentPostConfig, ...],
+        dispensers: tuple[DispenserConfig, ...],
+        cameras: tuple[CameraConfig, ...]) -> None:
+    """Post names are device identifiers: unique among all the devices;
+    the nozzles exist on the box; a port is neither a pump line nor
+    another post's"""
+    seen = {d.name for d in dispensers} | {c.id for c in cameras}
+    station_numbers = {
+        n.station_number for d in dispensers for n in d.nozzles}
+    ports = {d.serial_port for d in dispensers if d.serial_port}
+    for i, post in enumerate(posts):
+        key = f"payment_posts[{i}]"
+        if post.name in seen:
+            raise ConfigError(
+                f"{key}.name: {post.name!r} is already used by a device")
+        seen.add(post.name)
+        if post.port in ports:
+            raise ConfigError(
+                f"{key}.port: {post.port!r} is already used by another "
+                "device")
+        ports.add(post.port)
+        for number in post.nozzles:
+            if number not in station_numbers:
+                raise ConfigError(
+                    f"{key}.nozzles: no nozzle {number} on this box")

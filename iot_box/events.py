@@ -30,6 +30,7 @@ __all__ = [
     'EventKind',
     'decode_json',
     'encode_json',
+    'mask_code',
 ]
 
 # Version of the event payload layout; the server refuses versions it does
@@ -51,12 +52,22 @@ class EventKind(enum.StrEnum):
     TOTALIZERS = 'totalizers'
     ALARM = 'alarm'
     PLATE_READ = 'plate_read'
+    # a customer's payment code read at a payment post (scanner or face
+    # device); a one-time credential: see `mask_code`
+    PAYMENT_CODE = 'payment_code'
 
 
 class AlarmCode(enum.StrEnum):
     "The `code` of the alarm events the box raises itself (not the pump's)"
     NOT_ANSWERING = 'not_answering'  # a pump stopped answering its polls
     ANSWERING_AGAIN = 'answering_again'  # and answers again
+
+
+def mask_code(code: str) -> str:
+    """A payment code as it may be logged or kept: its first 4 digits, as
+    the server's gateway.mask_code; the whole code charges the customer"""
+    code = code.strip()
+    return code[:4] + '*' * max(len(code) - 4, 0)
 
 
 def _is_aware(value: dt.datetime) -> bool:

@@ -9,7 +9,9 @@ nothing that was acknowledged.  Each event gets a uuid4 (the server
 deduplicates on it) and a per-box monotonic `seq`, assigned in the same
 transaction as the insert.  The uplink reads `pending()` in seq order and
 calls `mark_sent()` once the server confirmed; a crash between the two
-sends the same events again, which the server ignores by uuid.
+sends the same events again, which the server ignores by uuid.  Sent
+events stay (audit, seq); the one-time payment code of a sent
+``payment_code`` event is masked by `mark_sent` to its first 4 digits.
 
 Server commands carry a `command_id`: `command_done(id, result)` records
 the result of an executed command and `command_result(id)` finds it, so a
@@ -48,6 +50,7 @@ from iot_box.events import (
     EventKind,
     decode_json,
     encode_json,
+    mask_code,
 )
 
 __all__ = ['Outbox', 'OutboxError']
@@ -260,7 +263,11 @@ class Outbox:
         """Record that the server has these events
 
         Idempotent: events already marked and unknown uuids are ignored.
-        Returns how many events were newly marked."""
+        Returns how many events were newly marked.  The payment code of a
+        ``payment_code`` event is masked in the same transaction (see
+        `_forget_codes`): the box keeps no usable code once the server
+        has it."""
+        uuids = list(uuids)
         sent_at = _now()
         with self._transaction(self._db) as db:
             before = db.total_changes
@@ -268,7 +275,36 @@ class Outbox:
                 'UPDATE event SET sent_at = ? '
                 'WHERE uuid = ? AND sent_at IS NULL',
                 ((sent_at, u) for u in uuids))
-            return db.total_changes - before
+            marked = db.total_changes - before
+            self._forget_codes(db, uuids)
+            return marked
+
+    @staticmethod
+    def _forget_codes(db: sqlite3.Connection, uuids: list[str]) -> None:
+        """Mask the code of the sent ``payment_code`` events among uuids
+
+        A payment code is a one-time credential of the customer: sent
+        events stay in the outbox (seq, audit), so their code is replaced
+        by its first 4 digits (`mask_code`) as soon as the server
+        confirmed it."""
+        for sub in (uuids[i:i + 500] for i in range(0, len(uuids), 500)):
+            rows = db.execute(
+                'SELECT seq, payload FROM event WHERE kind = ? '
+                'AND sent_at IS NOT NULL AND uuid IN (%s)' % ', '.join(
+                    '?' * len(sub)),
+                (str(EventKind.PAYMENT_CODE), *sub)).fetchall()
+            for seq, payload_json in rows:
+                payload = decode_json(payload_json)
+                code = payload.get('code')
+                if not isinstance(code, str) or code == mask_code(code):
+                    continue
+                payload['code'] = mask_code(code)
+                db.execute(
+                    'UPDATE event SET payload = ? WHERE seq = ?',
+                    (encode_json(payload), seq))
+                logger.debug(
+                    "outbox: code %s of seq %s masked once sent",
+                    payload['code'], seq)
 
     def depth(self) -> int:
         "How many events wait to be sent"

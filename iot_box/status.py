@@ -5,8 +5,9 @@
 ``GET /`` is a small HTML page that refreshes itself; ``GET
 /status.json`` the same facts as JSON (see `App.status`): box and
 station, link state, last sync, outbox depth and last seq, each
-dispenser and nozzle, fallback state and totals.  Nothing secret is in
-it.  The configuration refuses a listen address that is not loopback
+dispenser and nozzle, fallback state and totals, the payment posts'
+readers (counts and dates, never a code).  Nothing secret is in it.
+The configuration refuses a listen address that is not loopback
 (config.py); the server here is the asyncio one, one short request per
 connection (HTTP/1.0 style), GET and HEAD only.
 """
@@ -69,6 +70,17 @@ def render_html(status: Mapping[str, Any]) -> str:
         '<tr>' + ''.join(f'<td>{_cell(t[k])}</td>' for k in (
             'station_number', 'device', 'count', 'volume', 'amount')) + '</tr>'
         for t in status.get('fallback', {}).get('totals', []))
+    posts = ''.join(
+        '<tr>' + ''.join(f'<td>{_cell(p[k])}</td>' for k in (
+            'name', 'source', 'port', 'state', 'codes', 'dropped',
+            'last_code', 'last_error')) + '</tr>'
+        for p in status.get('payment_posts', []))
+    if posts:
+        posts = (
+            '<h2>Payment posts</h2><table border="1"><tr><th>post</th>'
+            '<th>reader</th><th>port</th><th>state</th><th>codes</th>'
+            '<th>dropped</th><th>last code</th><th>last error</th></tr>'
+            f'{posts}</table>')
     outbox = status.get('outbox', {})
     fallback = status.get('fallback', {})
     return f"""<!DOCTYPE html>
@@ -92,6 +104,7 @@ last seq {_cell(outbox.get('last_seq'))}</p>
 {_cell(fallback.get('max_volume'))})</h2>
 <table border="1"><tr><th>nozzle</th><th>dispenser</th><th>sales</th>
 <th>volume</th><th>amount</th></tr>{totals}</table>
+{posts}
 </body></html>
 """
 

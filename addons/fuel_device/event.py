@@ -19,6 +19,7 @@ EVENT_KINDS = [
     ('totalizers', "Totalizers"),
     ('alarm', "Alarm"),
     ('plate_read', "Plate Read"),
+    ('payment_code', "Payment Code"),
     ]
 # A uuid is 36 characters; leave room for other client formats but refuse
 # to index arbitrary text.

@@ -566,7 +566,12 @@ class JdPayTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
             reconciliation = Reconciliation(reconciliation.id)
             self.assertEqual(reconciliation.state, 'draft')
             self.assertEqual(reconciliation.source, 'query')
-            self.assertIn(paid.number, reconciliation.error)
+            before, after = message(
+                'msg_reconciliation_query',
+                reconciliation=reconciliation.rec_name,
+                payment=paid.number, error='\0').split('\0')
+            self.assertTrue(reconciliation.error.startswith(before))
+            self.assertTrue(reconciliation.error.endswith(after))
             self.simulator.down = False
 
             reconciliation, = Reconciliation.fetch_bills(date)

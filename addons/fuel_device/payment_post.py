@@ -1,0 +1,201 @@
+# This file is part of fuelpay.  The COPYRIGHT file at the top level of
+# this repository contains the full copyright notices and license terms.
+"""With fuel_payment: a payment code read at a payment post pays the fill
+waiting at the post's nozzles
+
+The box sends each code its post's reader (a payment-code scanner or a
+face-pay device in scanner mode) read as a ``payment_code`` event
+(payload version 1: ``code``, ``source`` face or scanner, ``post``,
+``nozzles``: the station numbers the post serves).  Right after the
+ingestion, the fill to pay is looked for among the box station's fills
+to pay at those nozzles: exactly one is charged through the gateway
+(`fuel.payment.gateway.payment.pay_code`, source ``face`` or ``post``);
+none, several, or one already being paid put the event in error with the
+reason, which the box gets in the event's result.
+
+A replayed event (same uuid) is a duplicate and charges nothing again.
+The code is a one-time credential: once processed, the event's payload
+keeps its first 4 digits only (`mask_code`), whatever the outcome."""
+from trytond.exceptions import UserError
+from trytond.i18n import gettext
+from trytond.model import fields
+from trytond.pool import Pool, PoolMeta
+from trytond.transaction import without_check_access
+
+from addons.fuel_payment.gateway import mask_code
+
+from .event import dumps, loads
+
+# The payload layout of payment_code events this server reads
+PAYMENT_CODE_VERSION = 1
+# A code read longer ago than this (seconds, by the box's clock against
+# ours) is not charged: the channels' codes live about a minute, and a
+# customer who waited that long has paid otherwise (a box that was
+# offline sends its codes late)
+CODE_MAX_AGE = 300
+# The reader's source -> the gateway payment's source
+PAYMENT_SOURCES = {
+    'face': 'face',
+    'scanner': 'post',
+    }
+
+
+def mask_payload(payload):
+    """payload with its payment code masked, also inside the whole item
+    that an event in error keeps"""
+    if not isinstance(payload, dict):
+        return payload
+    payload = dict(payload)
+    if isinstance(payload.get('code'), str):
+        payload['code'] = mask_code(payload['code'])
+    if isinstance(payload.get('payload'), dict):
+        payload['payload'] = mask_payload(payload['payload'])
+    return payload
+
+
+class Event(metaclass=PoolMeta):
+    __name__ = 'fuel.device.event'
+
+    gateway_payment = fields.Many2One(
+        'fuel.payment.gateway.payment', "Gateway Payment", readonly=True,
+        ondelete='RESTRICT',
+        help="The payment that the payment code read at a post started.")
+
+    @property
+    def result(self):
+        result = super().result
+        payment = self.gateway_payment
+        if self.kind == 'payment_code' and payment:
+            # what the post may show while the customer confirms
+            result['payment'] = {
+                'number': payment.number,
+                'order': payment.order.number if payment.order else None,
+                'amount': str(payment.amount),
+                'state': payment.state,
+                }
+        return result
+
+    @classmethod
+    def ingest(cls, box, items):
+        results = super().ingest(box, items)
+        uuids = [
+            r['uuid'] for r in results
+            if r['status'] != 'duplicate' and r['uuid']]
+        events = cls.search([
+                ('box', '=', box.id),
+                ('uuid', 'in', uuids),
+                ('kind', '=', 'payment_code'),
+                ])
+        if events:
+            cls.process_payment_codes(
+                box, [e for e in events if e.state == 'received'])
+            # an event stored in error keeps its code too: masked as well
+            cls.forget_codes(events)
+            by_uuid = {e.uuid: e for e in events}
+            results = [
+                by_uuid[r['uuid']].result if r['uuid'] in by_uuid else r
+                for r in results]
+        return results
+
+    @classmethod
+    def process_payment_codes(cls, box, events):
+        """Charge the code of each event for the fill waiting at its post;
+        an event that pays nothing keeps the reason in state error"""
+        for event in events:
+            try:
+                with without_check_access():
+                    event.gateway_payment = event.pay_at_post(box)
+            except UserError as exception:
+                event.state = 'error'
+                event.error = exception.message
+            else:
+                event.state = 'processed'
+        cls.save(events)
+
+    @classmethod
+    def forget_codes(cls, events):
+        "Keep only the first digits of the payment code of events"
+        for event in events:
+            event.payload = dumps(mask_payload(loads(event.payload)))
+        cls.save(events)
+
+    def _post_payload(self):
+        "Return (code, source, post, nozzles) of the payload, or raise"
+        payload = loads(self.payload)
+        if not isinstance(payload, dict):
+            raise UserError(gettext(
+                    'fuel_device.msg_value_invalid',
+                    field='payload', value='...'))
+        code = payload.get('code')
+        if not isinstance(code, str) or not code.isdigit():
+            raise UserError(gettext(
+                    'fuel_device.msg_value_invalid', field='code',
+                    value=dumps(mask_code(code) if isinstance(code, str)
+                        else code)))
+        for field, valid in [
+                ('version', payload.get('version') == PAYMENT_CODE_VERSION),
+                ('source', payload.get('source') in PAYMENT_SOURCES),
+                ('nozzles', isinstance(payload.get('nozzles'), list)
+                    and payload['nozzles'] and all(
+                        type(n) is int for n in payload['nozzles'])),
+                ]:
+            if not valid:
+                raise UserError(gettext(
+                        'fuel_device.msg_value_invalid', field=field,
+                        value=dumps(payload.get(field))))
+        post = payload.get('post') if isinstance(
+            payload.get('post'), str) else self.device
+        return code, payload['source'], post, payload['nozzles']
+
+    def pay_at_post(self, box):
+        """Start the payment of the fill waiting at the event's post with
+        its code; return the gateway payment, raise UserError with the
+        reason when there is not exactly one fill to pay"""
+        pool = Pool()
+        FuelTransaction = pool.get('fuel.payment.transaction')
+        Order = pool.get('fuel.payment.order')
+        Payment = pool.get('fuel.payment.gateway.payment')
+        code, source, post, nozzles = self._post_payload()
+        masked = mask_code(code)
+        if self.device_time and self.received_date and (
+                (self.received_date - self.device_time).total_seconds()
+                > CODE_MAX_AGE):
+            raise UserError(gettext(
+                    'fuel_device.msg_post_code_stale',
+                    post=post, code=masked,
+                    minutes=CODE_MAX_AGE // 60))
+        fills = FuelTransaction.search([
+                ('station', '=', box.station.id),
+                ('state', '=', 'to_pay'),
+                ('nozzle.station_number', 'in', nozzles),
+                ['OR',
+                    ('order', '=', None),
+                    ('order.state', '=', 'draft'),
+                    ],
+                ], order=[('end_date', 'ASC'), ('id', 'ASC')])
+        payable, being_paid = [], []
+        for fill in fills:
+            order = fill.order
+            if order and (len(order.transactions) > 1 or Payment.search([
+                            ('order', '=', order.id),
+                            ('state', 'in', ['draft', 'pending']),
+                            ], limit=1)):
+                # merged with other fills, or a payment is under way
+                being_paid.append(fill)
+            else:
+                payable.append(fill)
+        if len(payable) > 1 or (payable and being_paid):
+            raise UserError(gettext(
+                    'fuel_device.msg_post_several_fills',
+                    post=post, code=masked))
+        if being_paid:
+            raise UserError(gettext(
+                    'fuel_device.msg_post_fill_being_paid',
+                    post=post, code=masked))
+        if not payable:
+            raise UserError(gettext(
+                    'fuel_device.msg_post_no_fill', post=post, code=masked))
+        fill, = payable
+        order = fill.order or Order.create_for([fill])
+        return Payment(Payment.pay_code(
+                order.id, code, source=PAYMENT_SOURCES[source]))
