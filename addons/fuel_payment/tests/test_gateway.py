@@ -19,7 +19,6 @@ from trytond.tests.test_tryton import (
 )
 from trytond.transaction import (
     Transaction,
-    TransactionError,
     check_access,
 )
 
@@ -31,7 +30,12 @@ from .sim_alipay import AlipaySimulator
 from .sim_huifu import HuifuSimulator
 from .sim_wechat import WeChatSimulator, new_key, private_pem
 from .test_module import message
-from .tools import PaymentDatabaseTestCase, create_payment_setup, fill
+from .tools import (
+    PaymentDatabaseTestCase,
+    create_payment_setup,
+    fill,
+    run_committed,
+)
 
 WECHAT_CODE = '134567890123456789'
 ALIPAY_CODE = '284567890123456789'
@@ -82,20 +86,10 @@ class OperatorOnceMixin:
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        extras = {}
-        while True:
-            # retried as with_transaction does when a table must be
-            # locked first
-            with Transaction().start(DB_NAME, 1, **extras) as transaction:
-                try:
-                    operator = cls.build_operator()
-                except TransactionError as error:
-                    transaction.rollback()
-                    error.fix(extras)
-                    continue
-                cls._operator = _to_ids(operator)
-                transaction.commit()
-            break
+
+        def build():
+            cls._operator = _to_ids(cls.build_operator())
+        run_committed(build)
 
     @classmethod
     def build_operator(cls):
@@ -625,19 +619,7 @@ class GatewayRouteTestCase(FuelDatabaseMixin, RouteTestCase):
         cls.huifu = HuifuSimulator()
         cls.huifu.start()
         super().setUpClass()
-        extras = {}
-        while True:
-            # committed for the route's own transactions, retried as
-            # with_transaction does when a table must be locked first
-            with Transaction().start(DB_NAME, 1, **extras) as transaction:
-                try:
-                    cls.prepare()
-                except TransactionError as error:
-                    transaction.rollback()
-                    error.fix(extras)
-                    continue
-                transaction.commit()
-            break
+        run_committed(cls.prepare)
 
     @classmethod
     def tearDownClass(cls):

@@ -17,7 +17,7 @@ from trytond.tests.test_tryton import (
     RouteTestCase,
     with_transaction,
 )
-from trytond.transaction import Transaction, TransactionError
+from trytond.transaction import Transaction
 
 from addons.fuel_station.tests.tools import FuelDatabaseMixin
 
@@ -33,7 +33,11 @@ from .sim_wechat import new_key, private_pem, public_pem
 from .test_gateway import OperatorOnceMixin, create_gateway, create_order
 from .test_module import message
 from .test_reconciliation import bill_today
-from .tools import PaymentDatabaseTestCase, create_payment_setup
+from .tools import (
+    PaymentDatabaseTestCase,
+    create_payment_setup,
+    run_committed,
+)
 
 JD_CODE = '181234567890123456'
 
@@ -612,18 +616,7 @@ class JdPayRouteTestCase(FuelDatabaseMixin, RouteTestCase):
         cls.simulator = JdPaySimulator()
         cls.simulator.start()
         super().setUpClass()
-        extras = {}
-        while True:
-            # committed for the route's own transactions
-            with Transaction().start(DB_NAME, 1, **extras) as transaction:
-                try:
-                    cls.prepare()
-                except TransactionError as error:
-                    transaction.rollback()
-                    error.fix(extras)
-                    continue
-                transaction.commit()
-            break
+        run_committed(cls.prepare)
 
     @classmethod
     def tearDownClass(cls):

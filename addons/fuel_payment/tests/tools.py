@@ -9,7 +9,13 @@ from decimal import Decimal
 
 from trytond.modules.account.tests import create_chart, get_fiscalyear
 from trytond.pool import Pool
-from trytond.tests.test_tryton import TestCase, activate_module, drop_db
+from trytond.tests.test_tryton import (
+    DB_NAME,
+    TestCase,
+    activate_module,
+    drop_db,
+)
+from trytond.transaction import Transaction, TransactionError
 
 from addons.fuel_station.tests.test_module import create_station
 from addons.fuel_station.tests.tools import TEST_MODULES
@@ -240,6 +246,23 @@ def create_payment_setup(company, code='S01', unit_price='7.5800'):
         'nozzle': nozzle, 'tank': tank, 'point': point, 'methods': methods,
         'shift': shift, 'price': price,
         }
+
+
+def run_committed(prepare):
+    """Run prepare in a transaction of its own and commit it, so that the
+    routes' own transactions see its records; retried as with_transaction
+    does when a table must be locked first"""
+    extras = {}
+    while True:
+        with Transaction().start(DB_NAME, 1, **extras) as transaction:
+            try:
+                prepare()
+            except TransactionError as error:
+                transaction.rollback()
+                error.fix(extras)
+                continue
+            transaction.commit()
+        return
 
 
 def fill(station, quantity, nozzle=1, unit_price=None, amount=None,
