@@ -29,6 +29,7 @@ import numpy as np
 
 from iot_box.config import CameraConfig, CameraSource
 from iot_box.drivers.camera.sources import Frame, FrameSource, SourceError
+from iot_box.drivers.state import DeviceStateMachine, IllegalTransition
 from iot_box.events import EVENT_VERSION, Event, EventKind
 from iot_box.lpr.pipeline import Pipeline
 from iot_box.lpr.voting import Observation, Vote, Voter
@@ -52,10 +53,6 @@ CONFIDENCE_PLACES = Decimal('0.0001')
 # A source failing keeps being retried, at most this often, so that a
 # camera that is off does not fill the log
 RETRY_INTERVAL = 5.0
-
-
-class IllegalTransition(RuntimeError):
-    "A camera state change the table does not allow"
 
 
 class CameraState(enum.StrEnum):
@@ -114,8 +111,12 @@ def payload(vote: Vote, camera: CameraConfig) -> dict[str, Any]:
     return result
 
 
-class CameraDriver:
+class CameraDriver(DeviceStateMachine):
     "One camera; `run()` until cancelled"
+    transitions = _TRANSITIONS
+    connected_state = CameraState.RUNNING
+    failing_state = CameraState.FAILING
+    log = logger
 
     def __init__(
             self, config: CameraConfig, source: FrameSource,
@@ -146,25 +147,6 @@ class CameraDriver:
     def device(self) -> str:
         return self.config.id
 
-    @property
-    def status(self) -> str:
-        "As the server's device status: connected, error, disconnected"
-        if self.state is CameraState.RUNNING:
-            return 'connected'
-        if self.state is CameraState.FAILING:
-            return 'error'
-        return 'disconnected'
-
-    def _set_state(self, state: CameraState) -> None:
-        if state is self.state:
-            return
-        if state not in _TRANSITIONS[self.state]:
-            logger.error(
-                "%s: illegal transition %s -> %s", self.device, self.state,
-                state)
-            raise IllegalTransition(f"{self.device}: {self.state} -> {state}")
-        logger.info("%s: %s -> %s", self.device, self.state, state)
-        self.state = state
 
     # --- frames ---------------------------------------------------------
 

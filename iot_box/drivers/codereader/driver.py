@@ -46,6 +46,7 @@ from typing import Any, Protocol
 import serial  # pyserial
 
 from iot_box.config import PaymentPostConfig
+from iot_box.drivers.state import DeviceStateMachine, IllegalTransition
 from iot_box.events import EVENT_VERSION, Event, EventKind, mask_code
 
 __all__ = [
@@ -80,10 +81,6 @@ REOPEN_DELAY = 2.0
 # late a stop is noticed (close() also cancels the read in progress)
 READ_SLICE = 0.1
 LINE_END = re.compile(rb'\r|\n')
-
-
-class IllegalTransition(RuntimeError):
-    "A reader state change the table does not allow"
 
 
 class ReaderState(enum.StrEnum):
@@ -160,8 +157,12 @@ def _close_opened(opening: asyncio.Future[serial.Serial]) -> None:
         opening.result().close()
 
 
-class CodeReaderDriver:
+class CodeReaderDriver(DeviceStateMachine):
     "The code reader of one payment post; `run()` until cancelled"
+    transitions = _TRANSITIONS
+    connected_state = ReaderState.READING
+    failing_state = ReaderState.FAILING
+    log = logger
 
     def __init__(
             self, config: PaymentPostConfig, outbox: EventSink, *,
@@ -189,25 +190,6 @@ class CodeReaderDriver:
     def device(self) -> str:
         return self.config.name
 
-    @property
-    def status(self) -> str:
-        "As the server's device status: connected, error, disconnected"
-        if self.state is ReaderState.READING:
-            return 'connected'
-        if self.state is ReaderState.FAILING:
-            return 'error'
-        return 'disconnected'
-
-    def _set_state(self, state: ReaderState) -> None:
-        if state is self.state:
-            return
-        if state not in _TRANSITIONS[self.state]:
-            logger.error(
-                "%s: illegal transition %s -> %s", self.device, self.state,
-                state)
-            raise IllegalTransition(f"{self.device}: {self.state} -> {state}")
-        logger.info("%s: %s -> %s", self.device, self.state, state)
-        self.state = state
 
     # --- lines ----------------------------------------------------------
 
