@@ -1,6 +1,8 @@
 # This file is part of fuelpay.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
-"""Alipay (open API, RSA2) through python-alipay-sdk"""
+"""Alipay (open API, RSA2) through python-alipay-sdk, as the merchant's
+own application or as the platform's third-party application (ISV) with
+the operator's app_auth_token"""
 import csv
 import datetime as dt
 import io
@@ -13,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from alipay import AliPay
 from alipay.exceptions import AliPayException, AliPayValidationError
 from alipay.utils import AliPayConfig
+from trytond.i18n import gettext
 
 from .gateway import (
     BillFormatError,
@@ -42,6 +45,9 @@ TRADE_STATES = {
     'TRADE_CLOSED': 'cancelled',
     }
 NOT_FOUND = 'ACQ.TRADE_NOT_EXIST'
+# the operator's app_auth_token is unknown, expired or withdrawn (code
+# 20001); "-no-api": it does not grant the method called
+INVALID_AUTH_TOKEN = 'aop.invalid-app-auth-token'
 # the detail file of the trade bill (业务明细): 25 columns
 BILL_COLUMNS = (
     '支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,'
@@ -77,6 +83,11 @@ class AlipayProvider(Provider):
     def __init__(self, gateway):
         super().__init__(gateway)
         private_key, _ = gateway.secrets()
+        # ISV mode: the app and keys are the platform's; each call carries
+        # the operator's token as a common (signed) parameter, which the
+        # SDK's server_api adds to the request like notify_url (its
+        # ISVAliPay would do the same, without the timeout of config)
+        self.auth_token = gateway.auth_token()
         self.client = point_sdk_at(AliPay(
                 appid=gateway.app,
                 app_notify_url=gateway.notify_url,
@@ -87,6 +98,8 @@ class AlipayProvider(Provider):
 
     def _call(self, method, biz_content, **kwargs):
         "Return the verified response of method; raise on failure"
+        if self.auth_token:
+            kwargs['app_auth_token'] = self.auth_token
         try:
             response = self.client.server_api(method, biz_content, **kwargs)
         except OSError as exception:
@@ -102,6 +115,11 @@ class AlipayProvider(Provider):
         message = f"{code} {response.get('sub_code', '')}".strip()
         if code == UNKNOWN:
             raise TransientError(message)
+        if (response.get('sub_code') or '').startswith(INVALID_AUTH_TOKEN):
+            raise PermanentError(gettext(
+                    'fuel_payment.msg_gateway_alipay_auth_token',
+                    gateway=self.gateway.rec_name,
+                    code=response['sub_code']))
         if response.get('sub_code') == NOT_FOUND:
             return response
         raise PermanentError(message)
@@ -224,6 +242,11 @@ class AlipayProvider(Provider):
             raise ForgedNotification("signature")
         if params.get('app_id') != self.gateway.app:
             raise ForgedNotification("another application")
+        # ISV: every operator's notifications are signed for the platform's
+        # application; the seller is the operator (its PID)
+        if self.auth_token and params.get('seller_id') != (
+                self.gateway.merchant):
+            raise ForgedNotification("another seller")
         if not params.get('notify_id') or not params.get('out_trade_no'):
             raise ForgedNotification("incomplete")
         return Notification(

@@ -221,6 +221,22 @@ class Gateway(ModelSQL, ModelView):
         "Product ID",
         help="The product the acquirer gave with the keys (Huifu "
         "product_id).")
+    # partner mode (服务商): merchant and app are the platform's
+    sub_merchant = fields.Char(
+        "Sub-merchant ID",
+        states={
+            'invisible': Eval('channel') != 'wechat',
+            },
+        help="WeChat Pay partner mode (服务商): the operator's sub-merchant "
+        "number (sub_mchid) under the platform's merchant ID; empty for a "
+        "direct merchant.")
+    sub_app = fields.Char(
+        "Sub-merchant App ID",
+        states={
+            'invisible': (Eval('channel') != 'wechat') | ~Eval('sub_merchant'),
+            },
+        help="WeChat Pay partner mode: the operator's own app (sub_appid), "
+        "if any.")
     # secrets: nobody reads them through the ORM (see gateway.xml)
     private_key = fields.Text(
         "Private Key", loading='lazy',
@@ -229,6 +245,10 @@ class Gateway(ModelSQL, ModelView):
         "API Key", loading='lazy', strip=False,
         help="The key that encrypts the channel's messages: WeChat's "
         "APIv3 key, JD Pay's DES key (base64).")
+    app_auth_token = fields.Char(
+        "App Auth Token", loading='lazy',
+        help="Alipay third-party application mode (ISV): the operator's "
+        "authorization of the platform's application (app_auth_token).")
     platform_key = fields.Text(
         "Platform Public Key",
         help="The channel's public key (PEM) that signs its answers.")
@@ -236,6 +256,13 @@ class Gateway(ModelSQL, ModelView):
         "Platform Public Key ID")
     has_keys = fields.Function(
         fields.Boolean("Keys Set"), 'get_has_keys')
+    has_app_auth_token = fields.Function(
+        fields.Boolean(
+            "ISV Authorization Set",
+            states={
+                'invisible': Eval('channel') != 'alipay',
+                }),
+        'get_has_keys')
     notify_url = fields.Char(
         "Notification URL",
         help="The public address of this gateway's notification route: "
@@ -299,11 +326,15 @@ class Gateway(ModelSQL, ModelView):
         table = cls.__table__()
         cursor = Transaction().connection.cursor()
         result = dict.fromkeys((g.id for g in gateways), False)
+        column = {
+            'has_keys': table.private_key,
+            'has_app_auth_token': table.app_auth_token,
+            }[name]
         cursor.execute(*table.select(
                 table.id,
                 where=fields.SQL_OPERATORS['in'](
                     table.id, [g.id for g in gateways])
-                & (table.private_key != None)))  # noqa: E711
+                & (column != None)))  # noqa: E711
         for gateway_id, in cursor:
             result[gateway_id] = True
         return result
@@ -317,13 +348,40 @@ class Gateway(ModelSQL, ModelView):
                 where=table.id == self.id))
         return cursor.fetchone()
 
+    def auth_token(self):
+        "Return Alipay's app_auth_token (ISV mode) or None, read by SQL"
+        table = self.__table__()
+        cursor = Transaction().connection.cursor()
+        cursor.execute(*table.select(
+                table.app_auth_token, where=table.id == self.id))
+        token, = cursor.fetchone()
+        return token
+
+    @property
+    def partner(self):
+        """Whether the gateway charges for the operator as the platform's
+        sub-merchant: WeChat Pay partner mode (服务商) with sub_merchant;
+        Alipay's ISV mode has a secret token instead (auth_token)"""
+        return self.channel == 'wechat' and bool(self.sub_merchant)
+
+    @classmethod
+    def validate_fields(cls, gateways, field_names):
+        super().validate_fields(gateways, field_names)
+        if field_names & {'channel', 'sub_merchant', 'sub_app'}:
+            for gateway in gateways:
+                if ((gateway.sub_merchant and gateway.channel != 'wechat')
+                        or (gateway.sub_app and not gateway.sub_merchant)):
+                    raise GatewayError(gettext(
+                            'fuel_payment.msg_gateway_sub_merchant',
+                            gateway=gateway.rec_name))
+
     def get_provider(self):
         return PROVIDERS[self.channel](self)
 
     @classmethod
     def copy(cls, gateways, default=None):
         default = default.copy() if default is not None else {}
-        for name in ['private_key', 'api_key']:
+        for name in ['private_key', 'api_key', 'app_auth_token']:
             default.setdefault(name, None)
         return super().copy(gateways, default=default)
 
@@ -343,6 +401,15 @@ class GatewaySetKeysStart(ModelView):
         "API Key", strip=False,
         help="WeChat Pay: the APIv3 key. JD Pay: the DES key (base64), "
         "required.")
+    channel = fields.Selection(CHANNELS, "Channel", readonly=True)
+    app_auth_token = fields.Char(
+        "App Auth Token",
+        states={
+            'invisible': Eval('channel') != 'alipay',
+            },
+        help="Alipay ISV mode: the app_auth_token the operator's "
+        "authorization of the platform's application gave; empty for a "
+        "direct merchant.")
 
 
 class GatewaySetKeys(Wizard):
@@ -356,13 +423,19 @@ class GatewaySetKeys(Wizard):
             ])
     set_ = StateTransition()
 
+    def default_start(self, fields):
+        return {'channel': self.record.channel}
+
     def transition_set_(self):
         values = {
             'private_key': self.start.private_key,
             'api_key': self.start.api_key,
             }
+        if self.record.channel == 'alipay':
+            values['app_auth_token'] = self.start.app_auth_token or None
         # the wizard's session must not keep the keys
         self.start.private_key = self.start.api_key = None
+        self.start.app_auth_token = None
         if self.record.channel == 'jdpay':
             # imported here: the providers import this module
             from .jdpay import des_key

@@ -1,7 +1,7 @@
 # This file is part of fuelpay.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
-"""WeChat Pay API v3 through wechatpayv3 (direct merchant, platform
-public key mode)"""
+"""WeChat Pay API v3 through wechatpayv3 (direct merchant or partner mode
+(服务商) with a sub-merchant, platform public key mode)"""
 import datetime as dt
 import gzip
 import hashlib
@@ -84,6 +84,9 @@ class WeChatProvider(Provider):
     def __init__(self, gateway):
         super().__init__(gateway)
         private_key, api_key = gateway.secrets()
+        # partner mode: merchant, app and keys are the platform's (sp_mchid,
+        # sp_appid), the SDK takes the partner paths and every call names
+        # the operator's sub-merchant
         self.client = point_sdk_at(WeChatPay(
                 wechatpay_type=WeChatPayType.NATIVE,
                 mchid=gateway.merchant,
@@ -92,9 +95,20 @@ class WeChatProvider(Provider):
                 appid=gateway.app,
                 apiv3_key=api_key,
                 notify_url=gateway.notify_url,
+                partner_mode=gateway.partner,
                 timeout=TIMEOUT,
                 public_key=gateway.platform_key,
                 public_key_id=gateway.platform_key_id), gateway.url)
+
+    def _sub(self, app=False):
+        """The sub-merchant keywords of an SDK call in partner mode:
+        sub_mchid, and sub_appid when app and the gateway has one"""
+        if not self.gateway.partner:
+            return {}
+        result = {'sub_mchid': self.gateway.sub_merchant}
+        if app and self.gateway.sub_app:
+            result['sub_appid'] = self.gateway.sub_app
+        return result
 
     def _call(self, method, *args, **kwargs):
         "Return (status, data) of an SDK call; raise on failure"
@@ -145,7 +159,8 @@ class WeChatProvider(Provider):
                 'currency': payment.currency.code},
             payer={'auth_code': code},
             scene_info={'store_info': {'out_id': payment.station.code}},
-            pay_type=WeChatPayType.CODEPAY)
+            pay_type=WeChatPayType.CODEPAY,
+            **self._sub(app=True))
         if status == 202 or data.get('code') == 'USERPAYING':
             # the customer confirms on the phone: query until the deadline
             return Result(state='pending')
@@ -163,22 +178,27 @@ class WeChatProvider(Provider):
                 'currency': payment.currency.code},
             time_expire=expire.isoformat(timespec='seconds'),
             scene_info={'store_info': {'id': payment.station.code}},
-            pay_type=WeChatPayType.NATIVE)
+            pay_type=WeChatPayType.NATIVE,
+            **self._sub(app=True))
         return Result(state='pending', code_url=data.get('code_url'))
 
     def query(self, payment):
         status, data = self._call(
-            self.client.query, out_trade_no=payment.number)
+            self.client.query, out_trade_no=payment.number,
+            **self._sub())
         if status == 404:
             return Result(state='missing')
         return self._trade_result(data)
 
     def reverse(self, payment):
-        self._call(self.client.codepay_reverse, out_trade_no=payment.number)
+        self._call(
+            self.client.codepay_reverse, out_trade_no=payment.number,
+            **self._sub(app=True))
         return Result(state='cancelled')
 
     def close(self, payment):
-        self._call(self.client.close, out_trade_no=payment.number)
+        self._call(
+            self.client.close, out_trade_no=payment.number, **self._sub())
         return Result(state='cancelled')
 
     def refund(self, refund):
@@ -191,7 +211,8 @@ class WeChatProvider(Provider):
                 'refund': to_fen(refund.amount),
                 'total': to_fen(payment.amount),
                 'currency': payment.currency.code},
-            reason=(refund.reason or '')[:80] or None)
+            reason=(refund.reason or '')[:80] or None,
+            **self._sub())
         state = REFUND_STATES.get(data.get('status'), 'failed')
         return Result(
             state=state, reference=data.get('refund_id'),
@@ -201,7 +222,7 @@ class WeChatProvider(Provider):
     def fetch_bill(self, date):
         _, data = self._call(
             self.client.trade_bill, bill_date=date.isoformat(),
-            bill_type='ALL', tar_type='GZIP')
+            bill_type='ALL', tar_type='GZIP', **self._sub())
         url = data.get('download_url')
         if not url:
             raise PermanentError("no download_url")
@@ -230,10 +251,17 @@ class WeChatProvider(Provider):
         return status, content
 
     def parse_bill(self, data):
-        return parse_trade_bill(data)
+        return parse_trade_bill(
+            data,
+            sub_merchant=(
+                self.gateway.sub_merchant if self.gateway.partner
+                else None))
 
     def bill_name(self, date):
-        return f'wechat-{self.gateway.merchant}-{date.isoformat()}.csv.gz'
+        merchant = self.gateway.merchant
+        if self.gateway.partner:
+            merchant += f'-{self.gateway.sub_merchant}'
+        return f'wechat-{merchant}-{date.isoformat()}.csv.gz'
 
     def answer(self, outcome, body):
         # 204 (or 200) accepted; 4xx with a JSON FAIL: notify again later
@@ -257,7 +285,13 @@ class WeChatProvider(Provider):
         if not data:
             raise ForgedNotification("signature or decryption failed")
         resource = data.get('resource') or {}
-        if resource.get('mchid') != self.gateway.merchant:
+        if self.gateway.partner:
+            # signed for the platform: any of its sub-merchants' payments
+            if (resource.get('sp_mchid') != self.gateway.merchant
+                    or resource.get('sub_mchid')
+                    != self.gateway.sub_merchant):
+                raise ForgedNotification("another sub-merchant")
+        elif resource.get('mchid') != self.gateway.merchant:
             raise ForgedNotification("another merchant")
         if not data.get('id') or not resource.get('out_trade_no'):
             raise ForgedNotification("incomplete")
@@ -273,9 +307,11 @@ def _bill_amount(value):
         raise BillFormatError(f"amount {value!r}") from None
 
 
-def parse_trade_bill(data):
+def parse_trade_bill(data, sub_merchant=None):
     """Parse a trade bill (gzip or plain CSV, each value prefixed with a
-    back-quote, amounts in yuan) into the rows of Provider.parse_bill"""
+    back-quote, amounts in yuan) into the rows of Provider.parse_bill;
+    with sub_merchant (partner mode) the rows of another sub-merchant
+    (特约商户号) are left out"""
     if data[:2] == b'\x1f\x8b':
         try:
             data = gzip.decompress(data)
@@ -300,6 +336,8 @@ def parse_trade_bill(data):
         if len(values) != len(BILL_HEADER):
             raise BillFormatError(f"{len(values)} columns")
         value = dict(zip(BILL_HEADER, values, strict=True)).get
+        if sub_merchant and value('特约商户号') != sub_merchant:
+            continue
         state = value('交易状态')
         if state == 'REFUND':
             rows.append({

@@ -9,7 +9,14 @@ the sorted pairs without `sign` and `sign_type`, and keeps the trades.
 
 `paying_queries` (None: pay at once; n: WAIT_BUYER_PAY until the n-th
 query; -1: for ever), `refuse` (a sub_code for the next call) and `down`
-(answer 500) set what it answers."""
+(answer 500) set what it answers.
+
+Given `auth_tokens` ({app_auth_token: (seller PID, auth_app_id)}), it
+takes the application as a third-party application (ISV) of those
+merchants: every call must carry a known `app_auth_token` among its
+signed common parameters (`20001` `aop.invalid-app-auth-token`
+otherwise), acts for that token's seller (trades, bills) and notifies
+with `seller_id` and `auth_app_id`."""
 import base64
 import datetime as dt
 import io
@@ -28,6 +35,11 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from .sim_wechat import new_key, private_pem, public_pem, sign
 
 BEIJING = dt.timezone(dt.timedelta(hours=8))
+# Alipay's answer to an unknown, expired or withdrawn app_auth_token
+INVALID_AUTH_TOKEN = {
+    'code': '20001', 'msg': 'Insufficient Token Permissions',
+    'sub_code': 'aop.invalid-app-auth-token',
+    'sub_msg': '无效的应用授权令牌'}
 # the service fee rate of the simulated merchant (0.6 %)
 FEE_RATE = Decimal('0.006')
 BILL_HEADER = (
@@ -48,9 +60,11 @@ def now_text():
 
 
 class Trade:
-    def __init__(self, biz, kind):
+    def __init__(self, biz, kind, seller=None):
         self.biz = biz
         self.kind = kind
+        # ISV: the (seller PID, auth_app_id) of the token that made it
+        self.seller = seller
         self.out_trade_no = biz['out_trade_no']
         self.total = Decimal(biz['total_amount'])
         self.trade_no = dt.datetime.now().strftime('%Y%m%d') + (
@@ -85,9 +99,11 @@ class Trade:
 
 class AlipaySimulator:
 
-    def __init__(self, app_id='2021000000000001', pid='2088000000000001'):
+    def __init__(self, app_id='2021000000000001', pid='2088000000000001',
+            auth_tokens=None):
         self.app_id = app_id
         self.pid = pid
+        self.auth_tokens = dict(auth_tokens or {})
         self.app_key = new_key()
         self.alipay_key = new_key()
         self.trades = {}
@@ -125,7 +141,13 @@ class AlipaySimulator:
         return 'http://127.0.0.1:%s/gateway.do' % (
             self.server.server_address[1])
 
-    def gateway_values(self):
+    def gateway_values(self, auth_token=None):
+        """The values of a fuel.payment.gateway; with auth_token an ISV
+        gateway of that token's seller"""
+        if auth_token:
+            seller, _ = self.auth_tokens[auth_token]
+            return dict(self.gateway_values(), merchant=seller,
+                app_auth_token=auth_token)
         return {
             'channel': 'alipay',
             'merchant': self.pid,
@@ -169,6 +191,13 @@ class AlipaySimulator:
                         'sub_msg': '验签出错'})
                 return
             biz = json.loads(params.get('biz_content') or '{}')
+            seller = None
+            if self.auth_tokens:
+                seller = self.auth_tokens.get(params.get('app_auth_token'))
+                if seller is None:
+                    self.answer(request, response_type, INVALID_AUTH_TOKEN)
+                    return
+            params['seller'] = seller
             if self.refuse:
                 sub_code, self.refuse = self.refuse, None
                 self.answer(request, response_type, self.failure(sub_code))
@@ -219,14 +248,21 @@ class AlipaySimulator:
 
     # ---- methods -----------------------------------------------------
 
+    def find(self, biz, params):
+        "The trade of biz's out_trade_no made for the request's seller"
+        trade = self.trades.get(biz.get('out_trade_no'))
+        if trade is not None and trade.seller == params['seller']:
+            return trade
+        return None
+
     def alipay_trade_pay(self, biz, params):
-        trade = self.trades.get(biz['out_trade_no'])
+        trade = self.find(biz, params)
         if trade is None:
             if not (biz.get('auth_code', '')[:2] in {
                         '25', '26', '27', '28', '29', '30'}
                     and 16 <= len(biz['auth_code']) <= 24):
                 return self.failure('ACQ.PAYMENT_AUTH_CODE_INVALID')
-            trade = Trade(biz, 'code')
+            trade = Trade(biz, 'code', params['seller'])
             self.trades[trade.out_trade_no] = trade
             if self.paying_queries is None:
                 trade.pay()
@@ -241,11 +277,11 @@ class AlipaySimulator:
         return self.success(dict(values, gmt_payment=trade.gmt_payment))
 
     def alipay_trade_precreate(self, biz, params):
-        trade = self.trades.get(biz['out_trade_no'])
+        trade = self.find(biz, params)
         if trade is not None and not trade.same(biz):
             return self.failure('ACQ.CONTEXT_INCONSISTENT')
         if trade is None:
-            trade = Trade(biz, 'qr')
+            trade = Trade(biz, 'qr', params['seller'])
             trade.notify_url = params.get('notify_url')
             trade.qr_code = 'https://qr.alipay.com/%s' % (
                 secrets.token_hex(8))
@@ -255,7 +291,7 @@ class AlipaySimulator:
                 'qr_code': trade.qr_code})
 
     def alipay_trade_query(self, biz, params):
-        trade = self.trades.get(biz.get('out_trade_no'))
+        trade = self.find(biz, params)
         if trade is None:
             return self.failure('ACQ.TRADE_NOT_EXIST')
         trade.queries += 1
@@ -267,7 +303,7 @@ class AlipaySimulator:
         return self.success(trade.values())
 
     def alipay_trade_cancel(self, biz, params):
-        trade = self.trades.get(biz.get('out_trade_no'))
+        trade = self.find(biz, params)
         if trade is None:
             return self.failure('ACQ.TRADE_NOT_EXIST')
         action = 'refund' if trade.status == 'TRADE_SUCCESS' else 'close'
@@ -278,7 +314,7 @@ class AlipaySimulator:
                 'action': action})
 
     def alipay_trade_close(self, biz, params):
-        trade = self.trades.get(biz.get('out_trade_no'))
+        trade = self.find(biz, params)
         if trade is None:
             return self.failure('ACQ.TRADE_NOT_EXIST')
         if trade.status != 'WAIT_BUYER_PAY':
@@ -289,7 +325,7 @@ class AlipaySimulator:
                 'trade_no': trade.trade_no})
 
     def alipay_trade_refund(self, biz, params):
-        trade = self.trades.get(biz.get('out_trade_no'))
+        trade = self.find(biz, params)
         if trade is None or trade.status not in {
                 'TRADE_SUCCESS', 'TRADE_CLOSED'} or not trade.gmt_payment:
             return self.failure('ACQ.TRADE_NOT_EXIST')
@@ -317,8 +353,10 @@ class AlipaySimulator:
         with self.lock:
             self.trades[out_trade_no].pay()
 
-    def notification(self, out_trade_no, forge=False, notify_id=None):
-        "Return (headers, body) of the form Alipay posts to notify_url"
+    def notification(self, out_trade_no, forge=False, notify_id=None,
+            seller_id=None):
+        """Return (headers, body) of the form Alipay posts to notify_url;
+        seller_id names another seller in it (signed as Alipay signs any)"""
         trade = self.trades[out_trade_no]
         params = {
             'notify_time': now_text(),
@@ -327,7 +365,7 @@ class AlipaySimulator:
             'charset': 'utf-8',
             'version': '1.0',
             'app_id': self.app_id,
-            'seller_id': self.pid,
+            'seller_id': trade.seller[0] if trade.seller else self.pid,
             'trade_no': trade.trade_no,
             'out_trade_no': trade.out_trade_no,
             'trade_status': trade.status,
@@ -338,6 +376,10 @@ class AlipaySimulator:
             }
         if trade.gmt_payment:
             params['gmt_payment'] = trade.gmt_payment
+        if trade.seller:
+            params['auth_app_id'] = trade.seller[1]
+        if seller_id:
+            params['seller_id'] = seller_id
         message = '&'.join('%s=%s' % kv for kv in sorted(params.items()))
         params['sign'] = sign(new_key() if forge else self.alipay_key, message)
         params['sign_type'] = 'RSA2'
@@ -350,19 +392,22 @@ class AlipaySimulator:
     def alipay_data_dataservice_bill_downloadurl_query(self, biz, params):
         date = dt.date.fromisoformat(biz['bill_date'])
         token = secrets.token_hex(8)
-        self.bills[token] = self.bill(date)
+        self.bills[token] = self.bill(date, params['seller'])
         return self.success({
                 'bill_download_url': '%s?token=%s' % (
                     self.url.replace('/gateway.do', '/bill'), token)})
 
-    def bill(self, date):
+    def bill(self, date, seller=None):
         """Return the zip of the trade bill of date: the GBK CSV of the
-        details with its comment lines, and the summary file"""
+        details with its comment lines, and the summary file; of the
+        trades made for seller (ISV: (PID, auth_app_id)), else of the
+        application's own"""
         day = date.strftime('%Y%m%d')
+        pid = seller[0] if seller else self.pid
         rows = []
         paid = refunded = Decimal(0)
         for trade in self.trades.values():
-            if not trade.gmt_payment:
+            if not trade.gmt_payment or trade.seller != seller:
                 continue
             if trade.gmt_payment.startswith(date.isoformat()):
                 rows.append(self.bill_row(
@@ -378,7 +423,7 @@ class AlipaySimulator:
                     refunded += amount
         detail = '\r\n'.join([
                 '#支付宝业务明细查询',
-                '#账号：[%s0156]' % self.pid,
+                '#账号：[%s0156]' % pid,
                 '#起始日期：[%s 00:00:00]   终止日期：[%s 00:00:00]' % (
                     date.strftime('%Y年%m月%d日'),
                     (date + dt.timedelta(days=1)).strftime('%Y年%m月%d日')),
@@ -400,7 +445,7 @@ class AlipaySimulator:
                 ]) + '\r\n'
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, 'w', zipfile.ZIP_DEFLATED) as archive:
-            prefix = '%s0156_%s' % (self.pid, day)
+            prefix = '%s0156_%s' % (pid, day)
             archive.writestr(
                 prefix + '_业务明细.csv', detail.encode('gbk'))
             archive.writestr(

@@ -10,7 +10,14 @@ AEAD_AES_256_GCM under the APIv3 key and keeps the orders it was given.
 
 What it answers is set on the object: `paying_queries` (None: pay at
 once; n: USERPAYING until the n-th query; -1: USERPAYING for ever),
-`refuse` (an error code for the next call), `down` (answer 500)."""
+`refuse` (an error code for the next call), `down` (answer 500).
+
+Given `sub_mchids`, it is a service provider's (服务商) gateway too: the
+partner paths (`/v3/pay/partner/transactions/...`) want `sp_mchid` (the
+signing merchant), `sp_appid` where WeChat requires it and a `sub_mchid`
+bound to it (403 `NO_AUTH` 受理关系不存在 otherwise); refunds and bills
+take `sub_mchid`; an order is found only under the sub-merchant that
+made it; partner notifications and bills carry sp_/sub_ fields."""
 import base64
 import datetime as dt
 import gzip
@@ -30,6 +37,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 # the largest clock difference WeChat accepts in a request signature
 MAX_SKEW = 300
+PARTNER = '/v3/pay/partner/transactions'
+DIRECT = '/v3/pay/transactions'
 # the fee rate the simulated merchant pays (0.6 %), rounded to the fen
 FEE_RATE = Decimal('0.006')
 BEIJING = dt.timezone(dt.timedelta(hours=8))
@@ -86,6 +95,9 @@ class Order:
         self.queries = 0
         self.refunds = {}
         self.code_url = None
+        # partner mode: the sub-merchant the order belongs to
+        self.sub_mchid = data.get('sub_mchid')
+        self.sub_appid = data.get('sub_appid')
 
     def same(self, data):
         "Whether data repeats the request that created the order"
@@ -99,19 +111,29 @@ class Order:
             timespec='seconds')
 
     def resource(self, mchid, appid):
-        result = {
-            'appid': appid, 'mchid': mchid,
+        if self.sub_mchid:
+            ids = {
+                'sp_appid': appid, 'sp_mchid': mchid,
+                'sub_mchid': self.sub_mchid,
+                }
+            if self.sub_appid:
+                ids['sub_appid'] = self.sub_appid
+            payer = {'sp_openid': 'o-sim-payer'}
+        else:
+            ids = {'appid': appid, 'mchid': mchid}
+            payer = {'openid': 'o-sim-payer'}
+        result = dict(ids, **{
             'out_trade_no': self.out_trade_no,
             'transaction_id': self.transaction_id,
             'trade_type': 'MICROPAY' if self.kind == 'code' else 'NATIVE',
             'trade_state': self.state,
             'trade_state_desc': self.state,
             'bank_type': 'OTHERS',
-            'payer': {'openid': 'o-sim-payer'},
+            'payer': payer,
             'amount': {
                 'total': self.total, 'payer_total': self.total,
                 'currency': 'CNY', 'payer_currency': 'CNY'},
-            }
+            })
         if self.success_time:
             result['success_time'] = self.success_time
         return result
@@ -119,9 +141,12 @@ class Order:
 
 class WeChatSimulator:
 
-    def __init__(self, mchid='1900000109', appid='wxsim0000000001'):
+    def __init__(self, mchid='1900000109', appid='wxsim0000000001',
+            sub_mchids=()):
         self.mchid = mchid
         self.appid = appid
+        # the sub-merchants bound to mchid as their service provider
+        self.sub_mchids = set(sub_mchids)
         self.serial = secrets.token_hex(20).upper()
         self.merchant_key = new_key()
         self.platform_key = new_key()
@@ -170,9 +195,13 @@ class WeChatSimulator:
     def url(self):
         return 'http://127.0.0.1:%s' % self.server.server_address[1]
 
-    def gateway_values(self):
-        "The values of a fuel.payment.gateway for this simulator"
-        return {
+    def gateway_values(self, sub_mchid=None, sub_appid=None):
+        """The values of a fuel.payment.gateway for this simulator; with
+        sub_mchid a partner-mode gateway of that sub-merchant"""
+        partner = {}
+        if sub_mchid:
+            partner = {'sub_merchant': sub_mchid, 'sub_app': sub_appid}
+        return dict(partner, **{
             'channel': 'wechat',
             'merchant': self.mchid,
             'app': self.appid,
@@ -183,7 +212,7 @@ class WeChatSimulator:
             'platform_key_id': self.platform_key_id,
             'url': self.url,
             'notify_url': 'https://fuel.example.com/db/fuel_payment/notify/1',
-            }
+            })
 
     # ---- HTTP ----------------------------------------------------------
 
@@ -260,12 +289,52 @@ class WeChatSimulator:
             data = json.loads(body) if body else {}
             self.route(request, method, url.path, data)
 
+    def partner_refusal(self, values, required_app):
+        """Return (status, code, message) refusing the partner fields of
+        values (body or query), or None"""
+        if values.get('sp_mchid') != self.mchid:
+            # the merchant of the signature must be the service provider
+            return 400, 'PARAM_ERROR', "sp_mchid"
+        if ((required_app or 'sp_appid' in values)
+                and values.get('sp_appid') != self.appid):
+            return 400, 'APPID_MCHID_NOT_MATCH', "appid和mch_id不匹配"
+        if values.get('sub_mchid') not in self.sub_mchids:
+            return 403, 'NO_AUTH', "受理关系不存在"
+        return None
+
+    def find(self, out_trade_no, sub_mchid):
+        "The order of out_trade_no made under sub_mchid (None: direct)"
+        order = self.orders.get(out_trade_no)
+        if order is not None and order.sub_mchid == sub_mchid:
+            return order
+        return None
+
     def route(self, request, method, path, data):
+        query = dict(urllib.parse.parse_qsl(
+                urllib.parse.urlsplit(request.path).query))
+        sub_mchid = None
+        if path.startswith(PARTNER + '/'):
+            values = data if method == 'POST' else query
+            refused = self.partner_refusal(
+                values, path.endswith(('/codepay', '/native')))
+            if refused:
+                self.error(request, *refused)
+                return
+            sub_mchid = values['sub_mchid']
+            # then answered as the direct path, for that sub-merchant
+            path = DIRECT + path[len(PARTNER):]
+        elif 'sub_mchid' in data or 'sub_mchid' in query:
+            # refunds and bills: the service provider names the
+            # sub-merchant
+            sub_mchid = data.get('sub_mchid') or query.get('sub_mchid')
+            if sub_mchid not in self.sub_mchids:
+                self.error(request, 403, 'NO_AUTH', "受理关系不存在")
+                return
         parts = path.strip('/').split('/')
         if method == 'POST' and path == '/v3/pay/transactions/codepay':
             self.codepay(request, data)
         elif method == 'POST' and path == '/v3/pay/transactions/native':
-            order = self.orders.get(data['out_trade_no'])
+            order = self.find(data['out_trade_no'], sub_mchid)
             if order is not None and not order.same(data):
                 self.error(request, 403, 'OUT_TRADE_NO_USED')
                 return
@@ -278,9 +347,9 @@ class WeChatSimulator:
             self.answer(request, 200, {'code_url': order.code_url})
         elif (method == 'GET'
                 and path.startswith('/v3/pay/transactions/out-trade-no/')):
-            self.query(request, parts[-1])
+            self.query(request, parts[-1], sub_mchid)
         elif method == 'POST' and parts[-1] in {'reverse', 'close'}:
-            order = self.orders.get(parts[-2])
+            order = self.find(parts[-2], sub_mchid)
             if order is None:
                 self.error(request, 404, 'ORDER_NOT_EXIST')
             elif order.state == 'SUCCESS' and parts[-1] == 'close':
@@ -293,7 +362,7 @@ class WeChatSimulator:
         elif method == 'POST' and path == '/v3/refund/domestic/refunds':
             self.refund(request, data)
         elif method == 'GET' and path == '/v3/bill/tradebill':
-            self.trade_bill(request, request.path)
+            self.trade_bill(request, request.path, sub_mchid)
         elif method == 'GET' and path == '/v3/billdownload/file':
             token = urllib.parse.parse_qs(
                 urllib.parse.urlsplit(request.path).query)['token'][0]
@@ -315,7 +384,7 @@ class WeChatSimulator:
                     '10', '11', '12', '13', '14', '15'}):
             self.error(request, 400, 'AUTH_CODE_INVALID')
             return
-        order = self.orders.get(data['out_trade_no'])
+        order = self.find(data['out_trade_no'], data.get('sub_mchid'))
         if order is not None:
             # the same request again is answered as the first one was
             if not order.same(data):
@@ -337,8 +406,8 @@ class WeChatSimulator:
             order.state = 'USERPAYING'
             self.error(request, 202, 'USERPAYING', "需要用户输入支付密码")
 
-    def query(self, request, out_trade_no):
-        order = self.orders.get(out_trade_no)
+    def query(self, request, out_trade_no, sub_mchid=None):
+        order = self.find(out_trade_no, sub_mchid)
         if order is None:
             self.error(request, 404, 'ORDER_NOT_EXIST')
             return
@@ -350,7 +419,7 @@ class WeChatSimulator:
         self.answer(request, 200, order.resource(self.mchid, self.appid))
 
     def refund(self, request, data):
-        order = self.orders.get(data.get('out_trade_no'))
+        order = self.find(data.get('out_trade_no'), data.get('sub_mchid'))
         if order is None or order.state not in {'SUCCESS', 'REFUND'}:
             self.error(request, 404, 'RESOURCE_NOT_EXISTS')
             return
@@ -394,12 +463,15 @@ class WeChatSimulator:
             self.orders[out_trade_no].pay()
 
     def notification(self, out_trade_no, forge=False, api_key=None,
-            notification_id=None):
+            notification_id=None, sub_mchid=None):
         """Return (headers, body) of the TRANSACTION.SUCCESS notification
-        of out_trade_no; forge signs it with another key"""
+        of out_trade_no; forge signs it with another key; sub_mchid
+        names another sub-merchant in it (signed as WeChat signs any)"""
         order = self.orders[out_trade_no]
-        plaintext = json.dumps(
-            order.resource(self.mchid, self.appid), ensure_ascii=False)
+        resource = order.resource(self.mchid, self.appid)
+        if sub_mchid:
+            resource['sub_mchid'] = sub_mchid
+        plaintext = json.dumps(resource, ensure_ascii=False)
         nonce = secrets.token_urlsafe(9)[:12]
         ciphertext = AESGCM((api_key or self.api_key).encode()).encrypt(
             nonce.encode(), plaintext.encode(), b'transaction')
@@ -425,18 +497,22 @@ class WeChatSimulator:
 
     # ---- bills --------------------------------------------------------
 
-    def bill(self, date):
+    def bill(self, date, sub_mchid=None):
         """Return the trade bill (ALL) of date as WeChat writes it: UTF-8
-        CSV, each value prefixed with a back-quote, amounts in yuan"""
+        CSV, each value prefixed with a back-quote, amounts in yuan; with
+        sub_mchid, that sub-merchant's orders only"""
         rows = []
         totals = dict.fromkeys(['count', 'paid', 'refund', 'fee', 'total',
                 'asked'], Decimal(0))
         for order in self.orders.values():
             if not order.success_time:
                 continue
+            if sub_mchid and order.sub_mchid != sub_mchid:
+                continue
             paid = dt.datetime.fromisoformat(order.success_time)
             common = {
                 'appid': self.appid, 'mchid': self.mchid,
+                'sub_mchid': order.sub_mchid or '0',
                 'transaction_id': order.transaction_id,
                 'out_trade_no': order.out_trade_no,
                 'trade_type': 'MICROPAY' if order.kind == 'code' else 'NATIVE',
@@ -474,7 +550,8 @@ class WeChatSimulator:
         amount = yuan(common['total'])
         values = [
             time_.strftime('%Y-%m-%d %H:%M:%S'), common['appid'],
-            common['mchid'], '0', '', common['transaction_id'],
+            common['mchid'], common['sub_mchid'], '',
+            common['transaction_id'],
             common['out_trade_no'], 'o-sim-payer', common['trade_type'],
             state, 'OTHERS', 'CNY', amount if not refund else '0.00',
             '0.00', values.get('refund_id', ''), number,
@@ -484,10 +561,10 @@ class WeChatSimulator:
             yuan(values['refund']) if refund else '0.00', '']
         return ','.join('`' + v for v in values)
 
-    def trade_bill(self, request, path):
+    def trade_bill(self, request, path, sub_mchid=None):
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
         date = dt.date.fromisoformat(query['bill_date'][0])
-        raw = self.bill(date)
+        raw = self.bill(date, sub_mchid)
         token = secrets.token_hex(8)
         self.bills[token] = gzip.compress(raw)
         self.answer(request, 200, {
