@@ -194,6 +194,12 @@ class GatewayTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
         self.assertEqual(
             [t.state for t in order.transactions], ['paid'])
         self.assertEqual(payment.status()['state'], 'succeeded')
+        # the finished task keeps no usable code
+        task.run()
+        task = Queue(task.id)
+        self.assertTrue(task.finished_at)
+        self.assertEqual(list(task.data['args']), ['1345' + '*' * 14])
+        self.assertNotIn(WECHAT_CODE, str(task.data))
 
     @with_transaction()
     def test_user_paying_then_success(self):
