@@ -176,9 +176,8 @@ class PrePay(metaclass=PoolMeta):
         (a plate preset); a fill without one (a box restarted mid-fill, an
         older box) falls back on the nozzle's oldest"""
         domain = super()._capture_domain(transaction)
-        authorization = getattr(transaction, 'authorization', None)
-        if authorization:
-            payload = loads(authorization.payload or '{}')
+        if transaction.authorization:
+            payload = loads(transaction.authorization.payload or '{}')
             prepay = (
                 payload.get('prepay') if isinstance(payload, dict) else None)
             domain.append(

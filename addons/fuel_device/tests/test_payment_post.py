@@ -21,6 +21,7 @@ from addons.fuel_payment.tests.test_gateway import (
 )
 from addons.fuel_payment.tests.tools import (
     PaymentDatabaseTestCase,
+    SimulatorsMixin,
     create_payment_setup,
 )
 
@@ -34,19 +35,13 @@ def message(msg_id, **values):
     return gettext(f'fuel_device.{msg_id}', **values)
 
 
-class PaymentPostTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
+class PaymentPostTestCase(
+        SimulatorsMixin, OperatorOnceMixin, PaymentDatabaseTestCase):
     "Test payment codes read at a payment post"
 
-    @classmethod
-    def setUpClass(cls):
-        cls.simulator = WeChatSimulator()
-        cls.simulator.start()
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.simulator.stop()
-        super().tearDownClass()
+    simulators = {
+        'simulator': WeChatSimulator,
+        }
 
     @classmethod
     def build_operator(cls):

@@ -32,8 +32,10 @@ from .sim_wechat import WeChatSimulator, new_key, private_pem
 from .test_module import message
 from .tools import (
     PaymentDatabaseTestCase,
+    SimulatorsMixin,
     create_payment_setup,
     fill,
+    pay_code,
     run_committed,
 )
 
@@ -80,8 +82,8 @@ class OperatorOnceMixin:
     """Build the class's operator once (company, accounts, station,
     payment methods, gateways: `build_operator`), committed, instead of in
     every test; `operator()` gives it back in the test's own transaction,
-    which is rolled back as usual. Put it first among the bases; start
-    the simulators before its setUpClass (gateways point at them)."""
+    which is rolled back as usual. Put it first among the bases, after
+    SimulatorsMixin (the gateways point at the simulators)."""
 
     @classmethod
     def setUpClass(cls):
@@ -108,19 +110,13 @@ def create_order(setup, quantity='20'):
     return Order.create_for([FuelTransaction(result['id'])])
 
 
-class GatewayTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
+class GatewayTestCase(
+        SimulatorsMixin, OperatorOnceMixin, PaymentDatabaseTestCase):
     "Test gateway payments"
 
-    @classmethod
-    def setUpClass(cls):
-        cls.simulator = WeChatSimulator()
-        cls.simulator.start()
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.simulator.stop()
-        super().tearDownClass()
+    simulators = {
+        'simulator': WeChatSimulator,
+        }
 
     def prepare(self, quantity='20'):
         # at the start of the test body: with_transaction runs it again
@@ -144,11 +140,7 @@ class GatewayTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
         return company, setup, gateway
 
     def pay_code(self, order, code=WECHAT_CODE, **kwargs):
-        pool = Pool()
-        Payment = pool.get('fuel.payment.gateway.payment')
-        payment = Payment(Payment.pay_code(order.id, code, **kwargs))
-        Payment.submit([payment], code)
-        return Payment(payment.id)
+        return pay_code(order, code, **kwargs)
 
     def test_code_routing(self):
         "Test payment codes go to the channel of their prefix"
@@ -615,23 +607,18 @@ class GatewayTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
             self.assertEqual(Payment.search([]), [])
 
 
-class GatewayRouteTestCase(FuelDatabaseMixin, RouteTestCase):
+class GatewayRouteTestCase(SimulatorsMixin, FuelDatabaseMixin, RouteTestCase):
     "Test the notification route"
+
+    simulators = {
+        'simulator': WeChatSimulator,
+        'huifu': HuifuSimulator,
+        }
 
     @classmethod
     def setUpClass(cls):
-        cls.simulator = WeChatSimulator()
-        cls.simulator.start()
-        cls.huifu = HuifuSimulator()
-        cls.huifu.start()
         super().setUpClass()
         run_committed(cls.prepare)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.simulator.stop()
-        cls.huifu.stop()
-        super().tearDownClass()
 
     @classmethod
     def prepare(cls):
@@ -749,19 +736,13 @@ class GatewayRouteTestCase(FuelDatabaseMixin, RouteTestCase):
                 payment.order.payments[0].method.fuel_kind, 'unionpay')
 
 
-class AlipayTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
+class AlipayTestCase(
+        SimulatorsMixin, OperatorOnceMixin, PaymentDatabaseTestCase):
     "Test Alipay payments against its simulator"
 
-    @classmethod
-    def setUpClass(cls):
-        cls.simulator = AlipaySimulator()
-        cls.simulator.start()
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.simulator.stop()
-        super().tearDownClass()
+    simulators = {
+        'simulator': AlipaySimulator,
+        }
 
     def prepare(self):
         self.simulator.trades.clear()
@@ -788,12 +769,8 @@ class AlipayTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
                     'gateway': gateway.id})
         return company, setup, gateway
 
-    def pay_code(self, order, code=ALIPAY_CODE):
-        pool = Pool()
-        Payment = pool.get('fuel.payment.gateway.payment')
-        payment = Payment(Payment.pay_code(order.id, code))
-        Payment.submit([payment], code)
-        return Payment(payment.id)
+    def pay_code(self, order, code=ALIPAY_CODE, **kwargs):
+        return pay_code(order, code, **kwargs)
 
     @with_transaction()
     def test_bar_code_paid_at_once(self):
@@ -878,19 +855,13 @@ class AlipayTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
         self.assertEqual(len(payment.order.payments), 1)
 
 
-class AggregatorTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
+class AggregatorTestCase(
+        SimulatorsMixin, OperatorOnceMixin, PaymentDatabaseTestCase):
     "Test UnionPay through the Huifu aggregator simulator"
 
-    @classmethod
-    def setUpClass(cls):
-        cls.simulator = HuifuSimulator()
-        cls.simulator.start()
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.simulator.stop()
-        super().tearDownClass()
+    simulators = {
+        'simulator': HuifuSimulator,
+        }
 
     def prepare(self):
         self.simulator.trades.clear()
@@ -911,11 +882,7 @@ class AggregatorTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
         return company, setup, gateway
 
     def pay_code(self, order, code=UNIONPAY_CODE, **kwargs):
-        pool = Pool()
-        Payment = pool.get('fuel.payment.gateway.payment')
-        payment = Payment(Payment.pay_code(order.id, code, **kwargs))
-        Payment.submit([payment], code)
-        return Payment(payment.id)
+        return pay_code(order, code, **kwargs)
 
     @with_transaction()
     def test_face_code_through_the_aggregator(self):

@@ -35,7 +35,9 @@ from .test_module import message
 from .test_reconciliation import bill_today
 from .tools import (
     PaymentDatabaseTestCase,
+    SimulatorsMixin,
     create_payment_setup,
+    pay_code,
     run_committed,
 )
 
@@ -206,19 +208,13 @@ class JdPayProtocolTestCase(unittest.TestCase):
         self.assertIsNone(code_channel('1812345678901234567'))
 
 
-class JdPayTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
+class JdPayTestCase(
+        SimulatorsMixin, OperatorOnceMixin, PaymentDatabaseTestCase):
     "Test JD Pay payments against its simulator"
 
-    @classmethod
-    def setUpClass(cls):
-        cls.simulator = JdPaySimulator()
-        cls.simulator.start()
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.simulator.stop()
-        super().tearDownClass()
+    simulators = {
+        'simulator': JdPaySimulator,
+        }
 
     @classmethod
     def build_operator(cls):
@@ -240,12 +236,8 @@ class JdPayTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
             order = create_order(setup, quantity)
         return company, setup, gateway, order
 
-    def pay_code(self, order, code=JD_CODE):
-        pool = Pool()
-        Payment = pool.get('fuel.payment.gateway.payment')
-        payment = Payment(Payment.pay_code(order.id, code))
-        Payment.submit([payment], code)
-        return Payment(payment.id)
+    def pay_code(self, order, code=JD_CODE, **kwargs):
+        return pay_code(order, code, **kwargs)
 
     def requests(self, path):
         return [v for p, v in self.simulator.requests if p == path]
@@ -608,20 +600,17 @@ class JdPayTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
             self.assertEqual(given_up.order.state, 'paid')
 
 
-class JdPayRouteTestCase(FuelDatabaseMixin, RouteTestCase):
+class JdPayRouteTestCase(SimulatorsMixin, FuelDatabaseMixin, RouteTestCase):
     "Test the notification route answers JD Pay"
+
+    simulators = {
+        'simulator': JdPaySimulator,
+        }
 
     @classmethod
     def setUpClass(cls):
-        cls.simulator = JdPaySimulator()
-        cls.simulator.start()
         super().setUpClass()
         run_committed(cls.prepare)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.simulator.stop()
-        super().tearDownClass()
 
     @classmethod
     def prepare(cls):

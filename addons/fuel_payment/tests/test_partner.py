@@ -4,6 +4,7 @@
 (服务商, the operator a sub-merchant) and Alipay's third-party application
 mode (ISV, the operator's app_auth_token), against the simulators"""
 import datetime as dt
+import functools
 import gzip
 import logging
 from decimal import Decimal
@@ -29,7 +30,12 @@ from .test_gateway import (
 )
 from .test_module import message
 from .test_reconciliation import bill_today
-from .tools import PaymentDatabaseTestCase, create_payment_setup
+from .tools import (
+    PaymentDatabaseTestCase,
+    SimulatorsMixin,
+    create_payment_setup,
+    pay_code,
+)
 
 SUB_MCHID = '1900000201'
 OTHER_SUB_MCHID = '1900000202'
@@ -39,28 +45,14 @@ SELLER = '2088000000000201'
 AUTH_APP = '2021000000000201'
 
 
-def pay_code(order, code):
-    pool = Pool()
-    Payment = pool.get('fuel.payment.gateway.payment')
-    payment = Payment(Payment.pay_code(order.id, code))
-    Payment.submit([payment], code)
-    return Payment(payment.id)
-
-
-class WeChatPartnerTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
+class WeChatPartnerTestCase(
+        SimulatorsMixin, OperatorOnceMixin, PaymentDatabaseTestCase):
     "Test WeChat Pay partner mode (服务商): the operator a sub-merchant"
 
-    @classmethod
-    def setUpClass(cls):
-        cls.simulator = WeChatSimulator(
-            sub_mchids=[SUB_MCHID, OTHER_SUB_MCHID])
-        cls.simulator.start()
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.simulator.stop()
-        super().tearDownClass()
+    simulators = {
+        'simulator': functools.partial(
+            WeChatSimulator, sub_mchids=[SUB_MCHID, OTHER_SUB_MCHID]),
+        }
 
     @classmethod
     def build_operator(cls):
@@ -293,20 +285,14 @@ class WeChatPartnerTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
         self.assertFalse(Gateway(gateway.id).partner)
 
 
-class AlipayISVTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
+class AlipayISVTestCase(
+        SimulatorsMixin, OperatorOnceMixin, PaymentDatabaseTestCase):
     "Test Alipay's third-party application mode (ISV)"
 
-    @classmethod
-    def setUpClass(cls):
-        cls.simulator = AlipaySimulator(
-            auth_tokens={AUTH_TOKEN: (SELLER, AUTH_APP)})
-        cls.simulator.start()
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.simulator.stop()
-        super().tearDownClass()
+    simulators = {
+        'simulator': functools.partial(
+            AlipaySimulator, auth_tokens={AUTH_TOKEN: (SELLER, AUTH_APP)}),
+        }
 
     @classmethod
     def build_operator(cls):

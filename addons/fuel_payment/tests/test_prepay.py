@@ -16,22 +16,21 @@ from addons.fuel_device.tests.tools import create_box
 from .sim_wechat import WeChatSimulator
 from .test_gateway import WECHAT_CODE, OperatorOnceMixin, create_gateway
 from .test_module import message
-from .tools import PaymentDatabaseTestCase, create_payment_setup, fill
+from .tools import (
+    PaymentDatabaseTestCase,
+    SimulatorsMixin,
+    create_payment_setup,
+    fill,
+)
 
 
-class PrePayTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
+class PrePayTestCase(
+        SimulatorsMixin, OperatorOnceMixin, PaymentDatabaseTestCase):
     "Test pre-pay"
 
-    @classmethod
-    def setUpClass(cls):
-        cls.simulator = WeChatSimulator()
-        cls.simulator.start()
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.simulator.stop()
-        super().tearDownClass()
+    simulators = {
+        'simulator': WeChatSimulator,
+        }
 
     def prepare(self):
         # at the start of the test body: with_transaction runs it again

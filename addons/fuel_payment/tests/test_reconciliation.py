@@ -31,7 +31,11 @@ from .test_gateway import (
     create_order,
 )
 from .test_module import message
-from .tools import PaymentDatabaseTestCase, create_payment_setup
+from .tools import (
+    PaymentDatabaseTestCase,
+    SimulatorsMixin,
+    create_payment_setup,
+)
 
 # A test pays, then downloads the bill of "today" in Beijing; the payments
 # and the simulators' bill rows must fall on that same day.
@@ -48,25 +52,15 @@ def bill_today():
         now = dt.datetime.now(BILL_TIMEZONE)
     return now.date()
 
-class ReconciliationTestCase(OperatorOnceMixin, PaymentDatabaseTestCase):
+class ReconciliationTestCase(
+        SimulatorsMixin, OperatorOnceMixin, PaymentDatabaseTestCase):
     "Test reconciliation"
 
-    @classmethod
-    def setUpClass(cls):
-        cls.wechat = WeChatSimulator()
-        cls.wechat.start()
-        cls.alipay = AlipaySimulator()
-        cls.alipay.start()
-        cls.huifu = HuifuSimulator()
-        cls.huifu.start()
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.wechat.stop()
-        cls.alipay.stop()
-        cls.huifu.stop()
-        super().tearDownClass()
+    simulators = {
+        'wechat': WeChatSimulator,
+        'alipay': AlipaySimulator,
+        'huifu': HuifuSimulator,
+        }
 
     def setUp(self):
         super().setUp()

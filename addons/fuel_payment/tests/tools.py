@@ -248,6 +248,44 @@ def create_payment_setup(company, code='S01', unit_price='7.5800'):
         }
 
 
+class SimulatorsMixin:
+    """Start the class's gateway simulators before its database set-up
+    (the gateways point at them) and stop them after: `simulators` maps
+    the class attribute to the callable that makes the simulator. Put it
+    first among the bases."""
+    simulators = {}
+
+    @classmethod
+    def setUpClass(cls):
+        started = []
+        try:
+            for name, make in cls.simulators.items():
+                simulator = make()
+                simulator.start()
+                started.append(simulator)
+                setattr(cls, name, simulator)
+            super().setUpClass()
+        except BaseException:
+            for simulator in started:
+                simulator.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        for name in cls.simulators:
+            getattr(cls, name).stop()
+        super().tearDownClass()
+
+
+def pay_code(order, code, **kwargs):
+    "Pay order with the payment code, the queue's submit run at once"
+    pool = Pool()
+    Payment = pool.get('fuel.payment.gateway.payment')
+    payment = Payment(Payment.pay_code(order.id, code, **kwargs))
+    Payment.submit([payment], code)
+    return Payment(payment.id)
+
+
 def run_committed(prepare):
     """Run prepare in a transaction of its own and commit it, so that the
     routes' own transactions see its records; retried as with_transaction
