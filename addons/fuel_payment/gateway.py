@@ -35,6 +35,14 @@ CODE_ROUTES = [
     # 62..., which stay on the UnionPay route)
     ('jd', re.compile(r'^18\d{16}$')),
     ]
+# the wallet clients an in-app payment (kind app) is made from: WeChat's
+# official account pages (JSAPI) and Alipay's life account pages, a mini
+# program, a mobile app with the wallet's SDK
+APP_CLIENTS = [
+    ('jsapi', "Official Account Page (JSAPI)"),
+    ('mini_program', "Mini Program"),
+    ('app', "Mobile App"),
+    ]
 # the code channels each gateway's provider charges: an aggregator takes
 # the wallets' codes through its own merchant account
 GATEWAY_CODES = {
@@ -100,6 +108,8 @@ class Result:
     date: dt.datetime | None = None
     code_url: str | None = None
     error: str | None = None
+    # in-app payments: what the client hands to the wallet (JSON-able)
+    params: dict | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +146,10 @@ class Provider:
     # whether the channel publishes a daily bill; without one the day is
     # reconciled by querying each payment (fuel.payment.reconciliation)
     bill = True
+    # the in-app clients (APP_CLIENTS) the channel pays from, and those
+    # that must name the payer (the customer's id in the client app)
+    app_clients = frozenset()
+    payer_clients = frozenset()
 
     def __init__(self, gateway):
         self.gateway = gateway
@@ -146,6 +160,17 @@ class Provider:
 
     def create_qr(self, payment):
         "Create a QR the customer scans; return a Result with code_url"
+        raise NotImplementedError
+
+    def supports_app(self, method, client):
+        "Whether payments of method can be made in-app from client"
+        return client in self.app_clients
+
+    def create_app(self, payment):
+        """Create an in-app payment from payment.client (APP_CLIENTS) of
+        the app payment.client_app, for payment.payer where the client
+        names one; return a pending Result whose params the client app
+        hands to the wallet (wx.requestPayment, my.tradePay, the SDKs)"""
         raise NotImplementedError
 
     def query(self, payment):
@@ -214,6 +239,11 @@ class Gateway(ModelSQL, ModelView):
         help="The merchant number the channel gave (mchid, partner id).")
     app = fields.Char(
         "App ID", help="The application the merchant is bound to (appid).")
+    client_apps = fields.Char(
+        "In-App App IDs",
+        help="The other applications bound to the merchant account that "
+        "drivers pay from in-app (mini program, mobile app, official "
+        "account), separated by spaces; the App ID is always accepted.")
     key_serial = fields.Char(
         "Certificate Serial",
         help="The serial number of the merchant's API certificate.")
@@ -377,6 +407,20 @@ class Gateway(ModelSQL, ModelView):
 
     def get_provider(self):
         return PROVIDERS[self.channel](self)
+
+    def check_client_app(self, app):
+        """Return the app id an in-app payment is made from (the gateway's
+        App ID when app is empty); raise if the merchant has not bound it"""
+        allowed = [self.app] if self.app else []
+        allowed += (self.client_apps or '').split()
+        if self.sub_app:
+            allowed.append(self.sub_app)
+        app = (app or '').strip() or self.app
+        if not app or app not in allowed:
+            raise GatewayError(gettext(
+                    'fuel_payment.msg_gateway_client_app',
+                    app=app or '', gateway=self.rec_name))
+        return app
 
     @classmethod
     def copy(cls, gateways, default=None):

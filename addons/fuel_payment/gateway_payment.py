@@ -1,10 +1,13 @@
 # This file is part of fuelpay.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
 """Payments through a gateway: the customer's payment code scanned by the
-attendant (付款码) or a QR the customer scans, bound to a fuel order,
+attendant (付款码), a QR the customer scans or a payment in the driver's
+wallet app (official account page, mini program, mobile app), bound to a
+fuel order,
 polled while the customer confirms, reversed at the deadline, settled by
 the first valid notification or query, refunded in whole or part"""
 import datetime as dt
+import json
 import logging
 from decimal import Decimal
 
@@ -21,6 +24,7 @@ from trytond.transaction import Transaction, without_check_access
 from . import aggregator, alipay, wechat  # noqa: F401 (providers)
 from .exceptions import GatewayError
 from .gateway import (
+    APP_CLIENTS,
     ForgedNotification,
     PermanentError,
     TransientError,
@@ -69,6 +73,7 @@ class GatewayPayment(Workflow, ModelSQL, ModelView):
     kind = fields.Selection([
             ('code', "Payment Code"),
             ('qr', "QR Code"),
+            ('app', "In-App"),
             ], "Kind", required=True, readonly=True)
     source = fields.Selection([
             ('attendant', "Attendant"),
@@ -80,6 +85,32 @@ class GatewayPayment(Workflow, ModelSQL, ModelView):
         "Payment Code", readonly=True,
         help="The prefix of the customer's code; the rest is not kept.")
     code_url = fields.Char("QR Content", readonly=True)
+    client = fields.Selection(
+        [(None, "")] + APP_CLIENTS, "Client", readonly=True,
+        states={
+            'invisible': Eval('kind') != 'app',
+            },
+        help="Where the driver pays an in-app payment.")
+    client_app = fields.Char(
+        "Client App ID", readonly=True,
+        states={
+            'invisible': Eval('kind') != 'app',
+            },
+        help="The application (appid) the driver pays from.")
+    payer = fields.Char(
+        "Payer", readonly=True,
+        states={
+            'invisible': Eval('kind') != 'app',
+            },
+        help="The driver's identifier in the client application (WeChat "
+        "openid, Alipay user id).")
+    client_params = fields.Text(
+        "Client Parameters", readonly=True,
+        states={
+            'invisible': Eval('kind') != 'app',
+            },
+        help="What the client application hands to the wallet to pay "
+        "(JSON); signed, not secret.")
     amount = Monetary(
         "Amount", currency='currency', digits='currency', required=True,
         readonly=True)
@@ -144,6 +175,7 @@ class GatewayPayment(Workflow, ModelSQL, ModelView):
         cls.__rpc__.update({
                 'pay_code': RPC(readonly=False, result=int),
                 'create_qr': RPC(readonly=False, result=int),
+                'create_app': RPC(readonly=False, result=int),
                 'status': RPC(instantiate=0),
                 })
 
@@ -175,8 +207,10 @@ class GatewayPayment(Workflow, ModelSQL, ModelView):
     # ---- starting a payment ------------------------------------------
 
     @classmethod
-    def _new_prepay(cls, prepay, method, kind, source, code=None):
-        "Return a new payment of the pre-payment's amount"
+    def _new_prepay(
+            cls, prepay, method, kind, source, code=None, **values):
+        """Return a new payment of the pre-payment's amount; values: the
+        in-app fields (check_app)"""
         timeout = method.gateway.code_timeout if kind == 'code' else (
             method.gateway.qr_timeout)
         payment = cls(
@@ -184,7 +218,7 @@ class GatewayPayment(Workflow, ModelSQL, ModelView):
             method=method, gateway=method.gateway, kind=kind, source=source,
             code=mask_code(code) if code else None, amount=prepay.amount,
             deadline=_now() + dt.timedelta(seconds=timeout),
-            next_check=_now())
+            next_check=_now(), **values)
         payment.number = f'new-prepay-{prepay.id}-{_now().timestamp()}'
         with without_check_access():
             payment.save()
@@ -194,7 +228,8 @@ class GatewayPayment(Workflow, ModelSQL, ModelView):
         return payment
 
     @classmethod
-    def _new(cls, order, method, amount, kind, source, code=None):
+    def _new(cls, order, method, amount, kind, source, code=None,
+            **values):
         pool = Pool()
         Order = pool.get('fuel.payment.order')
         Order.lock([order])
@@ -225,7 +260,7 @@ class GatewayPayment(Workflow, ModelSQL, ModelView):
             method=method, gateway=gateway, kind=kind, source=source,
             code=mask_code(code) if code else None, amount=amount,
             deadline=_now() + dt.timedelta(seconds=timeout),
-            next_check=_now())
+            next_check=_now(), **values)
         # a unique placeholder until the id is known
         payment.number = f'new-{order.id}-{_now().timestamp()}'
         # the user may pay the order (read above, under its rules); the
@@ -277,15 +312,66 @@ class GatewayPayment(Workflow, ModelSQL, ModelView):
         `status` once the channel answered)"""
         pool = Pool()
         Order = pool.get('fuel.payment.order')
-        Method = pool.get('sale.point.payment.method')
         order = Order(int(order))
+        method = cls.check_method(order.company, method)
+        payment = cls._new(order, method, amount, 'qr', 'customer')
+        cls.__queue__.submit([payment])
+        return payment.id
+
+    @classmethod
+    def check_method(cls, company, method, error=GatewayError):
+        "Return the method (id) of company that takes payments by gateway"
+        pool = Pool()
+        Method = pool.get('sale.point.payment.method')
         method = Method(int(method))
-        if (method.company != order.company or not method.gateway
+        if (method.company != company or not method.gateway
                 or not method.gateway.active):
-            raise GatewayError(gettext(
+            raise error(gettext(
                     'fuel_payment.msg_order_method_invalid',
                     method=method.rec_name))
-        payment = cls._new(order, method, amount, 'qr', 'customer')
+        return method
+
+    @classmethod
+    def check_app(cls, method, client, payer=None, app=None):
+        """Return the in-app fields of a payment by method's gateway from
+        client (APP_CLIENTS) of app for payer; raise a translated error if
+        the channel does not pay from client, the payer is missing or the
+        merchant has not bound app"""
+        gateway = method.gateway
+        with without_check_access():
+            provider = gateway.get_provider()
+        if client not in dict(APP_CLIENTS) or (
+                not provider.supports_app(method, client)):
+            raise GatewayError(gettext(
+                    'fuel_payment.msg_gateway_app_client',
+                    client=client or '', gateway=gateway.rec_name))
+        payer = (payer or '').strip() or None
+        if client in provider.payer_clients and not payer:
+            raise GatewayError(gettext(
+                    'fuel_payment.msg_gateway_app_payer', client=client))
+        return {
+            'client': client,
+            'client_app': gateway.check_client_app(app),
+            'payer': payer,
+            }
+
+    @classmethod
+    def create_app(cls, order, method, client, payer=None, app=None,
+            amount=None):
+        """Create an in-app payment of method's channel for order, made
+        from client (jsapi: an official account page, mini_program, app: a
+        mobile app) of the application app (the gateway's App ID when
+        empty) by payer (the driver's openid or user id in that app, where
+        the client needs it); return the payment id: its `status` gives the
+        client_params the app hands to the wallet once the channel
+        answered"""
+        pool = Pool()
+        Order = pool.get('fuel.payment.order')
+        order = Order(int(order))
+        method = cls.check_method(order.company, method)
+        values = cls.check_app(method, client, payer=payer, app=app)
+        payment = cls._new(
+            order, method, amount, 'app', 'customer', **values)
         cls.__queue__.submit([payment])
         return payment.id
 
@@ -304,6 +390,9 @@ class GatewayPayment(Workflow, ModelSQL, ModelView):
             'state': self.state,
             'amount': self.amount,
             'code_url': self.code_url,
+            'client_params': (
+                json.loads(self.client_params) if self.client_params
+                else None),
             'error': self.error,
             'order_state': self.order.state if self.order else None,
             'prepay_state': self.prepay.state if self.prepay else None,
@@ -324,6 +413,8 @@ class GatewayPayment(Workflow, ModelSQL, ModelView):
             try:
                 if payment.kind == 'code':
                     result = provider.pay_code(payment, code)
+                elif payment.kind == 'app':
+                    result = provider.create_app(payment)
                 else:
                     result = provider.create_qr(payment)
             except TransientError as exception:
@@ -411,6 +502,9 @@ class GatewayPayment(Workflow, ModelSQL, ModelView):
         "Bring payment to the state the channel gave"
         if result.code_url:
             payment.code_url = result.code_url
+        if result.params is not None:
+            payment.client_params = json.dumps(
+                result.params, sort_keys=True, ensure_ascii=False)
         if result.reference:
             payment.reference = result.reference
         if result.state == 'succeeded':

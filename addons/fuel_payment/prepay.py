@@ -112,15 +112,17 @@ class PrePay(Workflow, ModelSQL, ModelView):
 
     @classmethod
     def start(cls, station, nozzle_number, amount, code=None, method=None,
-            fill_up=False, source='attendant'):
+            fill_up=False, source='attendant', client=None, payer=None,
+            app=None):
         """Take a pre-payment of amount for the nozzle numbered
         nozzle_number at station: by the customer's code (付款码), or by a
-        QR of method when no code is given; return the gateway payment id
-        (follow it with its `status`)"""
+        QR of method when no code is given, or in the driver's wallet app
+        with client (jsapi, mini_program, app), payer and app as
+        GatewayPayment.create_app; return the gateway payment id (follow
+        it with its `status`)"""
         pool = Pool()
         Station = pool.get('fuel.station')
         Nozzle = pool.get('fuel.station.nozzle')
-        Method = pool.get('sale.point.payment.method')
         GatewayPayment = pool.get('fuel.payment.gateway.payment')
         station = Station(int(station))
         nozzles = Nozzle.search([
@@ -147,21 +149,23 @@ class PrePay(Workflow, ModelSQL, ModelView):
             method = GatewayPayment.method_for_code(
                 station.company, code, source)
             kind = 'code'
+            values = {}
         else:
-            method = Method(int(method))
-            if (method.company != station.company or not method.gateway
-                    or not method.gateway.active):
-                raise PrePayError(gettext(
-                        'fuel_payment.msg_order_method_invalid',
-                        method=method.rec_name))
-            kind, source = 'qr', 'customer'
+            method = GatewayPayment.check_method(
+                station.company, method, error=PrePayError)
+            if client:
+                values = GatewayPayment.check_app(
+                    method, client, payer=payer, app=app)
+                kind, source = 'app', 'customer'
+            else:
+                kind, source, values = 'qr', 'customer', {}
         prepay = cls(
             company=station.company, station=station, nozzle=nozzles[0],
             amount=amount, fill_up=fill_up)
         with without_check_access():
             prepay.save()
         payment = GatewayPayment._new_prepay(
-            prepay, method, kind, source, code=code)
+            prepay, method, kind, source, code=code, **values)
         if code:
             GatewayPayment.__queue__.submit([payment], code)
         else:

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import logging
+import secrets
 import time
 from decimal import Decimal, InvalidOperation
 
@@ -68,6 +69,14 @@ REFUND_STATES = {
     }
 
 
+# the pay_type of each in-app client (APP_CLIENTS)
+APP_PAY_TYPES = {
+    'jsapi': WeChatPayType.JSAPI,
+    'mini_program': WeChatPayType.MINIPROG,
+    'app': WeChatPayType.APP,
+    }
+
+
 def parse_time(value):
     "RFC 3339 time of WeChat as a naive UTC datetime"
     if not value:
@@ -80,6 +89,9 @@ def parse_time(value):
 
 @provider('wechat')
 class WeChatProvider(Provider):
+    app_clients = frozenset(APP_PAY_TYPES)
+    # JSAPI and mini programs pay as the openid of the user in the app
+    payer_clients = frozenset({'jsapi', 'mini_program'})
 
     def __init__(self, gateway):
         super().__init__(gateway)
@@ -181,6 +193,75 @@ class WeChatProvider(Provider):
             pay_type=WeChatPayType.NATIVE,
             **self._sub(app=True))
         return Result(state='pending', code_url=data.get('code_url'))
+
+    def create_app(self, payment):
+        """Create the prepay_id of an in-app payment
+        (/v3/pay/transactions/jsapi or /app, the partner paths in partner
+        mode) and sign what the client hands to the wallet with the
+        merchant's key (RSA, "调起支付" signature)"""
+        gateway = self.gateway
+        app = payment.client_app
+        expire = dt.datetime.now(dt.UTC) + dt.timedelta(
+            seconds=gateway.qr_timeout)
+        kwargs = self._sub()
+        payer = None
+        if gateway.partner:
+            # the sub-merchant's own app pays as sub_openid, the
+            # platform's app as sp_openid
+            if gateway.sub_app:
+                kwargs['sub_appid'] = gateway.sub_app
+            own = app == gateway.sub_app
+            appid = gateway.app
+            if payment.payer:
+                payer = {
+                    'sub_openid' if own else 'sp_openid': payment.payer}
+            if not own:
+                appid = app
+        else:
+            appid = app
+            if payment.payer:
+                payer = {'openid': payment.payer}
+        _status, data = self._call(
+            self.client.pay,
+            description=self._description(payment),
+            out_trade_no=payment.number,
+            amount={
+                'total': to_fen(payment.amount),
+                'currency': payment.currency.code},
+            time_expire=expire.isoformat(timespec='seconds'),
+            payer=payer if payment.client in self.payer_clients else None,
+            appid=appid,
+            pay_type=APP_PAY_TYPES[payment.client],
+            **kwargs)
+        prepay_id = data.get('prepay_id')
+        if not prepay_id:
+            raise PermanentError("no prepay_id")
+        timestamp = str(int(time.time()))
+        nonce = secrets.token_hex(16)
+        if payment.client == 'app':
+            # the mobile SDK's PayReq: the merchant is the one of the
+            # call (the service provider in partner mode)
+            params = {
+                'appid': app,
+                'partnerid': gateway.merchant,
+                'prepayid': prepay_id,
+                'package': 'Sign=WXPay',
+                'noncestr': nonce,
+                'timestamp': timestamp,
+                'sign': self.client.sign([app, timestamp, nonce, prepay_id]),
+                }
+        else:
+            # wx.requestPayment / WeixinJSBridge getBrandWCPayRequest
+            package = f'prepay_id={prepay_id}'
+            params = {
+                'appId': app,
+                'timeStamp': timestamp,
+                'nonceStr': nonce,
+                'package': package,
+                'signType': 'RSA',
+                'paySign': self.client.sign([app, timestamp, nonce, package]),
+                }
+        return Result(state='pending', params=params)
 
     def query(self, payment):
         status, data = self._call(

@@ -82,6 +82,15 @@ def sign(key, message):
             message.encode(), padding.PKCS1v15(), hashes.SHA256())).decode()
 
 
+# the trade_type WeChat reports for each kind of order
+TRADE_TYPES = {
+    'code': 'MICROPAY',
+    'qr': 'NATIVE',
+    'jsapi': 'JSAPI',
+    'app': 'APP',
+    }
+
+
 class Order:
     def __init__(self, data, kind):
         self.data = data
@@ -98,6 +107,18 @@ class Order:
         # partner mode: the sub-merchant the order belongs to
         self.sub_mchid = data.get('sub_mchid')
         self.sub_appid = data.get('sub_appid')
+        # in-app orders: the prepay_id the client pays, the app and the
+        # user (openid in that app) who may pay it
+        self.prepay_id = None
+        payer = data.get('payer') or {}
+        if 'sub_openid' in payer:
+            self.app, self.openid = self.sub_appid, payer['sub_openid']
+        else:
+            self.app = data.get('appid') or data.get('sp_appid')
+            self.openid = payer.get('openid') or payer.get('sp_openid')
+        self.time_expire = (
+            dt.datetime.fromisoformat(data['time_expire'])
+            if data.get('time_expire') else None)
 
     def same(self, data):
         "Whether data repeats the request that created the order"
@@ -118,14 +139,14 @@ class Order:
                 }
             if self.sub_appid:
                 ids['sub_appid'] = self.sub_appid
-            payer = {'sp_openid': 'o-sim-payer'}
+            payer = {'sp_openid': self.openid or 'o-sim-payer'}
         else:
             ids = {'appid': appid, 'mchid': mchid}
-            payer = {'openid': 'o-sim-payer'}
+            payer = {'openid': self.openid or 'o-sim-payer'}
         result = dict(ids, **{
             'out_trade_no': self.out_trade_no,
             'transaction_id': self.transaction_id,
-            'trade_type': 'MICROPAY' if self.kind == 'code' else 'NATIVE',
+            'trade_type': TRADE_TYPES[self.kind],
             'trade_state': self.state,
             'trade_state_desc': self.state,
             'bank_type': 'OTHERS',
@@ -142,9 +163,12 @@ class Order:
 class WeChatSimulator:
 
     def __init__(self, mchid='1900000109', appid='wxsim0000000001',
-            sub_mchids=()):
+            sub_mchids=(), apps=()):
         self.mchid = mchid
         self.appid = appid
+        # the applications bound to mchid besides appid (mini programs,
+        # mobile apps, official accounts: 关联 AppID)
+        self.apps = {appid, *apps}
         # the sub-merchants bound to mchid as their service provider
         self.sub_mchids = set(sub_mchids)
         self.serial = secrets.token_hex(20).upper()
@@ -296,7 +320,7 @@ class WeChatSimulator:
             # the merchant of the signature must be the service provider
             return 400, 'PARAM_ERROR', "sp_mchid"
         if ((required_app or 'sp_appid' in values)
-                and values.get('sp_appid') != self.appid):
+                and values.get('sp_appid') not in self.apps):
             return 400, 'APPID_MCHID_NOT_MATCH', "appid和mch_id不匹配"
         if values.get('sub_mchid') not in self.sub_mchids:
             return 403, 'NO_AUTH', "受理关系不存在"
@@ -316,7 +340,8 @@ class WeChatSimulator:
         if path.startswith(PARTNER + '/'):
             values = data if method == 'POST' else query
             refused = self.partner_refusal(
-                values, path.endswith(('/codepay', '/native')))
+                values,
+                path.endswith(('/codepay', '/native', '/jsapi', '/app')))
             if refused:
                 self.error(request, *refused)
                 return
@@ -345,6 +370,9 @@ class WeChatSimulator:
                     % secrets.token_urlsafe(6))
                 self.orders[order.out_trade_no] = order
             self.answer(request, 200, {'code_url': order.code_url})
+        elif method == 'POST' and path in {
+                '/v3/pay/transactions/jsapi', '/v3/pay/transactions/app'}:
+            self.prepay(request, data, parts[-1], sub_mchid)
         elif (method == 'GET'
                 and path.startswith('/v3/pay/transactions/out-trade-no/')):
             self.query(request, parts[-1], sub_mchid)
@@ -405,6 +433,80 @@ class WeChatSimulator:
         else:
             order.state = 'USERPAYING'
             self.error(request, 202, 'USERPAYING', "需要用户输入支付密码")
+
+    def prepay(self, request, data, kind, sub_mchid):
+        "JSAPI / mini program (jsapi) and APP orders: answer a prepay_id"
+        if sub_mchid is None and data.get('appid') not in self.apps:
+            self.error(request, 400, 'APPID_MCHID_NOT_MATCH',
+                "appid和mch_id不匹配")
+            return
+        payer = data.get('payer') or {}
+        if kind == 'jsapi' and not (
+                payer.get('openid') if sub_mchid is None
+                else payer.get('sp_openid') or payer.get('sub_openid')):
+            self.error(request, 400, 'PARAM_ERROR', "payer.openid")
+            return
+        if 'sub_openid' in payer and not data.get('sub_appid'):
+            self.error(request, 400, 'PARAM_ERROR', "sub_appid")
+            return
+        order = self.find(data['out_trade_no'], sub_mchid)
+        if order is not None and not order.same(data):
+            self.error(request, 403, 'OUT_TRADE_NO_USED')
+            return
+        if order is None:
+            order = Order(data, kind)
+            order.prepay_id = 'wx%s%s' % (
+                time.strftime('%d%H%M%S'), secrets.token_hex(12))
+            self.orders[order.out_trade_no] = order
+        self.answer(request, 200, {'prepay_id': order.prepay_id})
+
+    def client_pays(self, params, openid=None):
+        """The customer pays an in-app order in the WeChat client with the
+        params the merchant's server gave (wx.requestPayment for JSAPI and
+        mini programs, PayReq for apps), as WeChat checks them: the
+        prepay_id exists, the app is the order's, the signature is the
+        merchant's over appid, timestamp, nonce and package (prepayid for
+        apps), the user (openid) is the order's payer, the order is open;
+        raise ValueError with WeChat's reason otherwise"""
+        if 'prepayid' in params:
+            app, prepay_id = params['appid'], params['prepayid']
+            message = [
+                app, params['timestamp'], params['noncestr'], prepay_id]
+            signature = params['sign']
+            if (params.get('package') != 'Sign=WXPay'
+                    or params.get('partnerid') != self.mchid):
+                raise ValueError('PARAM_ERROR')
+        else:
+            app, package = params['appId'], params['package']
+            prepay_id = package.removeprefix('prepay_id=')
+            message = [app, params['timeStamp'], params['nonceStr'], package]
+            signature = params['paySign']
+            if params.get('signType') != 'RSA':
+                raise ValueError('SIGN_ERROR')
+        with self.lock:
+            orders = [
+                o for o in self.orders.values() if o.prepay_id == prepay_id]
+            if not orders:
+                raise ValueError('PREPAY_ID_INVALID')
+            order, = orders
+            if app != order.app:
+                raise ValueError('APPID_NOT_MATCH')
+            try:
+                self.merchant_key.public_key().verify(
+                    base64.b64decode(signature),
+                    ('\n'.join(message) + '\n').encode(),
+                    padding.PKCS1v15(), hashes.SHA256())
+            except (ValueError, InvalidSignature):
+                raise ValueError('SIGN_ERROR') from None
+            if order.kind == 'jsapi' and openid != order.openid:
+                raise ValueError('OPENID_NOT_MATCH')
+            if order.time_expire and dt.datetime.now(
+                    dt.UTC) > order.time_expire:
+                raise ValueError('ORDER_EXPIRED')
+            if order.state != 'NOTPAY':
+                raise ValueError('ORDER_' + order.state)
+            order.pay()
+            return order.out_trade_no
 
     def query(self, request, out_trade_no, sub_mchid=None):
         order = self.find(out_trade_no, sub_mchid)
