@@ -1,7 +1,8 @@
 # This file is part of fuelpay.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
 """UnionPay (and the other channels an acquirer carries) through Huifu's
-aggregator API (汇付斗拱, `https://api.huifu.com`)
+aggregator API (汇付斗拱, `https://api.huifu.com`): payment codes, QRs
+and payments in the driver's WeChat or Alipay app
 
 Every call is a JSON POST of `{sys_id, product_id, data, sign}` where
 sign is base64 SHA256withRSA (merchant key) of `data` sorted by key,
@@ -73,6 +74,26 @@ QR_TYPES = {
     'unionpay': 'U_NATIVE',
     'wechat': 'T_NATIVE',
     'alipay': 'A_NATIVE',
+    }
+# the in-app payments of jspay by (wallet, client): trade_type, the JSON
+# string field that names the payer and the key of the payer in it; from
+# the dg-sdk demos of V2TradePaymentJspayRequest (wx_data, alipay_data)
+# and Huifu's own skill pages (dg-payment-skills: T_JSAPI 微信公众号 and
+# T_MINIAPP 微信小程序 need sub_openid, A_JSAPI 支付宝JS needs buyer_id).
+# Left out: T_APP (微信APP) names no payer and the material gives neither
+# its fields on v2 nor its pay_info; U_JSAPI (银联JS) needs the driver's
+# IP (customer_ip) and a 台牌码 URL (qr_code) the platform does not have.
+APP_TYPES = {
+    ('wechat', 'jsapi'): ('T_JSAPI', 'wx_data', 'sub_openid'),
+    ('wechat', 'mini_program'): ('T_MINIAPP', 'wx_data', 'sub_openid'),
+    # an Alipay mini program pays by A_JSAPI naming itself in op_app_id
+    ('alipay', 'jsapi'): ('A_JSAPI', 'alipay_data', 'buyer_id'),
+    ('alipay', 'mini_program'): ('A_JSAPI', 'alipay_data', 'buyer_id'),
+    }
+# where the client's application goes in each payer field
+APP_KEYS = {
+    'wx_data': 'sub_appid',
+    'alipay_data': 'op_app_id',
     }
 BEIJING = dt.timezone(dt.timedelta(hours=8))
 
@@ -200,20 +221,66 @@ class HuifuProvider(Provider):
                     {'ip_addr': '127.0.0.1'}, separators=(',', ':'))))
         return self._trade_result(data)
 
-    def create_qr(self, payment):
-        trade_type = QR_TYPES.get(payment.method.fuel_kind)
-        if trade_type is None:
-            raise PermanentError(f"no QR for {payment.method.fuel_kind}")
+    def _jspay(self, payment, trade_type, **values):
+        "Return the answer of 聚合正扫 for payment as trade_type"
         expire = dt.datetime.now(BEIJING) + dt.timedelta(
             seconds=self.gateway.qr_timeout)
-        data = self._post(JSPAY, dict(
+        return self._post(JSPAY, dict(
                 self._base(payment),
                 trade_type=trade_type,
                 trans_amt=str(payment.amount),
                 goods_desc=payment.label[:40],
                 notify_url=self.gateway.notify_url,
-                time_expire=expire.strftime('%Y%m%d%H%M%S')))
+                time_expire=expire.strftime('%Y%m%d%H%M%S'),
+                **values))
+
+    def create_qr(self, payment):
+        trade_type = QR_TYPES.get(payment.method.fuel_kind)
+        if trade_type is None:
+            raise PermanentError(f"no QR for {payment.method.fuel_kind}")
+        data = self._jspay(payment, trade_type)
         return Result(state='pending', code_url=data.get('qr_code'))
+
+    # the driver names himself in every in-app payment Huifu takes
+    app_clients = payer_clients = frozenset(
+        client for _, client in APP_TYPES)
+
+    def supports_app(self, method, client):
+        return (method.fuel_kind, client) in APP_TYPES
+
+    def create_app(self, payment):
+        """Create the in-app payment by jspay: the payer (and the client's
+        application unless it is the gateway's own sys_id, when Huifu uses
+        the application configured for the merchant) in wx_data or
+        alipay_data, a JSON string as the dg-sdk sends it; the answer's
+        pay_info, a JSON string, is what the client hands to the wallet"""
+        key = (payment.method.fuel_kind, payment.client)
+        if key not in APP_TYPES:
+            raise PermanentError(
+                "no in-app payment for %s from %s" % key)
+        trade_type, field, payer_key = APP_TYPES[key]
+        extra = {payer_key: payment.payer}
+        if payment.client_app and payment.client_app != self.gateway.app:
+            extra[APP_KEYS[field]] = payment.client_app
+        data = self._jspay(payment, trade_type, **{
+                field: json.dumps(
+                    extra, ensure_ascii=False, separators=(',', ':'))})
+        # trans_stat is optional in the answer: only F says it failed
+        if data.get('trans_stat') == 'F':
+            return Result(
+                state='failed', reference=data.get('hf_seq_id'),
+                error=data.get('resp_desc') or data.get('bank_message'))
+        try:
+            params = json.loads(data.get('pay_info') or '')
+        except ValueError:
+            params = None
+        if not isinstance(params, dict) or not params:
+            # nothing the driver could pay with: Huifu lets it lapse at
+            # time_expire
+            raise PermanentError(f"{trade_type} answer without pay_info")
+        return Result(
+            state='pending', params=params,
+            reference=data.get('hf_seq_id'))
 
     def query(self, payment):
         try:

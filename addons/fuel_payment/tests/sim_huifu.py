@@ -7,6 +7,18 @@ of the sorted, compact `data` with the merchant key), answers `{data,
 sign}` signed the same way with its own key, sends form notifications
 `resp_code, resp_data, sign` and keeps the trades.
 
+jspay takes the QRs (U_NATIVE, T_NATIVE, A_NATIVE) and the in-app
+payments T_JSAPI, T_MINIAPP (wx_data with sub_openid, sub_appid if any
+among `wechat_apps`) and A_JSAPI (alipay_data with buyer_id or
+buyer_logon_id, op_app_id if any among `alipay_apps`), each JSON strings
+as the dg-sdk sends them. An in-app payment is answered with `pay_info`:
+for WeChat the parameters of wx.requestPayment whose paySign (WeChat's
+RSA signature over `appId\ntimeStamp\nnonceStr\npackage\n`, made with
+the merchant key Huifu holds at WeChat) is made here with `wechat_key`
+(`verify_pay_info`); for Alipay the tradeNO my.tradePay takes. It stays
+P until `pay`. Codes and texts for refused in-app requests are the
+simulator's own, bar 'sub_mch_id与sub_appid不匹配' (Huifu's FAQ).
+
 `paying_queries` (None: pay at once; n: P until the n-th query; -1: for
 ever), `down` (answer 500), `bill_state` (ready; pending: the file task
 still running; empty: the task ran and wrote no file) and `files` (how
@@ -15,16 +27,22 @@ is the TRADE_BILL zip of a day as `/v2/trade/check/filequery` hands it
 out (file_date = date + 1, fetched by GET at its download_url). The code
 it gives for an unknown order (ORDER_NOT_EXIST) is its own: the material
 we had does not name Huifu's."""
+import base64
 import csv
 import datetime as dt
 import io
 import json
 import secrets
 import threading
+import time
 import urllib.parse
 import zipfile
 from decimal import ROUND_HALF_UP, Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 
 from ..aggregator import BILL_COLUMNS, _canonical, sign, verify
 from .sim_wechat import new_key, private_pem, public_pem
@@ -34,6 +52,9 @@ BEIJING = dt.timezone(dt.timedelta(hours=8))
 # QR merchant rate), given back in proportion with a refund
 FEE_RATE = Decimal('0.0038')
 CENT = Decimal('0.01')
+QR_TYPES = {'U_NATIVE', 'T_NATIVE', 'A_NATIVE'}
+WECHAT_APP_TYPES = {'T_JSAPI', 'T_MINIAPP'}
+ALIPAY_APP_TYPES = {'A_JSAPI'}
 
 
 def fee(amount):
@@ -52,6 +73,12 @@ class Trade:
         self.queries = 0
         self.refunds = {}
         self.qr_code = None
+        self.pay_info = None
+
+    @property
+    def trade_type(self):
+        "The trade_type it was made with (trans_type in bills, notices)"
+        return self.data.get('trade_type') or 'U_MICROPAY'
 
     def pay(self):
         self.state = 'S'
@@ -81,6 +108,11 @@ class HuifuSimulator:
         self.huifu_id = huifu_id
         self.merchant_key = new_key()
         self.huifu_key = new_key()
+        # the key Huifu's WeChat merchant signs paySign with, and the
+        # applications bound to the merchant (the first: its default)
+        self.wechat_key = new_key()
+        self.wechat_apps = ['wx8888888888888801', 'wx8888888888888802']
+        self.alipay_apps = ['2021000000000001']
         self.trades = {}
         self.paying_queries = None
         self.down = False
@@ -193,13 +225,95 @@ class HuifuSimulator:
 
     def jspay(self, data):
         trade = self.trades.get(data['req_seq_id'])
-        if trade is None:
+        if trade is not None:
+            return self.answer_trade(
+                trade, trade_type=trade.trade_type, qr_code=trade.qr_code,
+                pay_info=trade.pay_info)
+        trade_type = data.get('trade_type')
+        if trade_type in QR_TYPES:
             trade = Trade(data, 'qr')
             trade.qr_code = 'https://qr.95516.com/00010000/%s' % (
                 secrets.token_hex(8))
-            self.trades[trade.number] = trade
+        elif trade_type in WECHAT_APP_TYPES | ALIPAY_APP_TYPES:
+            pay_info, refused = self.app_pay_info(data)
+            if refused:
+                return refused
+            trade = Trade(data, 'app')
+            trade.pay_info = json.dumps(
+                pay_info, ensure_ascii=False, separators=(',', ':'))
+        else:
+            return {'resp_code': '10000000', 'resp_desc': '交易类型不支持'}
+        self.trades[trade.number] = trade
         return self.answer_trade(
-            trade, trade_type=data['trade_type'], qr_code=trade.qr_code)
+            trade, trade_type=trade_type, qr_code=trade.qr_code,
+            pay_info=trade.pay_info)
+
+    @staticmethod
+    def channel_data(data, field):
+        "The JSON object of the JSON string field of data, or None"
+        value = data.get(field)
+        if not isinstance(value, str):
+            return None
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
+    def app_pay_info(self, data):
+        """Return (pay_info, None) for an in-app jspay request, or (None,
+        answer) refusing it"""
+        def refuse(desc):
+            return None, {'resp_code': '10000000', 'resp_desc': desc}
+        if data['trade_type'] in WECHAT_APP_TYPES:
+            wx_data = self.channel_data(data, 'wx_data')
+            if wx_data is None:
+                return refuse('wx_data格式错误')
+            if not wx_data.get('sub_openid'):
+                return refuse('sub_openid不能为空')
+            app = wx_data.get('sub_appid') or self.wechat_apps[0]
+            if app not in self.wechat_apps:
+                return refuse('sub_mch_id与sub_appid不匹配')
+            pay_info = {
+                'appId': app,
+                'timeStamp': str(int(time.time())),
+                'nonceStr': secrets.token_hex(16),
+                'package': 'prepay_id=wx%s' % secrets.token_hex(15),
+                'signType': 'RSA',
+                }
+            pay_info['paySign'] = sign(
+                self.wechat_key, self.pay_sign_text(pay_info))
+            return pay_info, None
+        alipay_data = self.channel_data(data, 'alipay_data')
+        if alipay_data is None:
+            return refuse('alipay_data格式错误')
+        if not (alipay_data.get('buyer_id')
+                or alipay_data.get('buyer_logon_id')):
+            return refuse('buyer_id和buyer_logon_id不能同时为空')
+        app = alipay_data.get('op_app_id')
+        if app and app not in self.alipay_apps:
+            return refuse('op_app_id未绑定')
+        trade_no = dt.datetime.now(BEIJING).strftime('%Y%m%d') + (
+            '22001' + ''.join(secrets.choice('0123456789')
+                for _ in range(15)))
+        return {'tradeNO': trade_no}, None
+
+    @staticmethod
+    def pay_sign_text(pay_info):
+        "What WeChat's paySign signs (JSAPI and mini program, RSA)"
+        return ''.join(f'{pay_info[k]}\n' for k in [
+                'appId', 'timeStamp', 'nonceStr', 'package'])
+
+    def verify_pay_info(self, pay_info):
+        "Whether the WeChat pay_info carries a paySign made here"
+        try:
+            self.wechat_key.public_key().verify(
+                base64.b64decode(pay_info['paySign']),
+                self.pay_sign_text(pay_info).encode(),
+                padding.PKCS1v15(), hashes.SHA256())
+        except (KeyError, ValueError, InvalidSignature):
+            return False
+        return True
 
     def query(self, data):
         trade = self.trades.get(data.get('org_req_seq_id'))
@@ -258,7 +372,7 @@ class HuifuSimulator:
         trade = self.trades[number]
         resp_data = json.dumps(
             dict(trade.values(self.huifu_id), resp_code='00000000',
-                trans_type='U_NATIVE' if trade.kind == 'qr' else 'U_MICROPAY'),
+                trans_type=trade.trade_type),
             ensure_ascii=False, separators=(',', ':'))
         key = new_key() if forge else self.huifu_key
         body = urllib.parse.urlencode({
@@ -323,9 +437,7 @@ class HuifuSimulator:
                         '请求流水号': trade.number,
                         '汇付全局流水号': trade.hf_seq_id,
                         '原请求流水号': '',
-                        '交易类型': (
-                            'U_NATIVE' if trade.kind == 'qr'
-                            else 'U_MICROPAY'),
+                        '交易类型': trade.trade_type,
                         '交易状态': 'S',
                         '交易金额': str(trade.amount),
                         '手续费': str(fee(trade.amount)),
