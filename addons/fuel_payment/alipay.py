@@ -2,21 +2,26 @@
 # this repository contains the full copyright notices and license terms.
 """Alipay (open API, RSA2) through python-alipay-sdk, as the merchant's
 own application or as the platform's third-party application (ISV) with
-the operator's app_auth_token"""
+the operator's app_auth_token, in public key mode or in public key
+certificate mode (公钥证书模式)"""
 import csv
 import datetime as dt
 import io
+import json
 import logging
+import re
 import urllib.parse
 import urllib.request
 import zipfile
 from decimal import Decimal, InvalidOperation
 
-from alipay import AliPay
+from alipay import AliPay, DCAliPay
 from alipay.exceptions import AliPayException, AliPayValidationError
 from alipay.utils import AliPayConfig
+from cryptography import x509
 from trytond.i18n import gettext
 
+from .exceptions import GatewayError
 from .gateway import (
     BillFormatError,
     ForgedNotification,
@@ -59,6 +64,112 @@ BILL_HEADER = BILL_COLUMNS.split(',')
 BILL_DETAIL = '_业务明细.csv'
 # Alipay's times are Beijing time without zone
 BEIJING = dt.timezone(dt.timedelta(hours=8))
+TIME_FORMAT = '%Y-%m-%d %H:%M:%S'
+# in-app: a mini program or life account page (生活号) pays a trade made
+# by alipay.trade.create with my.tradePay / AlipayJSBridge tradePay
+# {tradeNO}; a mobile app opens the order string the server signed for
+# the SDK (alipay.trade.app.pay, no server call)
+JSAPI_PAY = 'JSAPI_PAY'
+APP_PAY = 'QUICK_MSECURITY_PAY'
+# the payer of alipay.trade.create: the user id (buyer_id, 16 digits
+# starting 2088) or the newer per-application open id (buyer_open_id,
+# e.g. 074a1CcTG1LelxKe4x...); routed by the value's form
+USER_ID = re.compile(r'^2088\d{12}$')
+# certificate mode: Alipay does not know the application's certificate
+# (a wrong app_cert_sn) or the root certificate's SN; missing ones
+CERT_ERRORS = {
+    'isv.app-cert-not-exist',
+    'isv.invalid-alipay-root-cert-sn',
+    'isv.missing-app-cert-sn',
+    'isv.missing-alipay-root-cert-sn',
+    'isv.app-cert-expired',
+    }
+PEM_CERTIFICATE = re.compile(
+    r'-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+?-----END CERTIFICATE-----')
+# the certificate fields of a gateway, in the order they are checked
+CERT_FIELDS = ['app_cert', 'platform_cert', 'root_cert']
+
+
+def format_time(date):
+    "A naive local datetime as Alipay's Beijing 'yyyy-MM-dd HH:mm:ss'"
+    return date.astimezone(BEIJING).strftime(TIME_FORMAT)
+
+
+def pem_certificates(text):
+    """Return the PEM blocks of certificates in text, each on lines of its
+    own, as the SDK reads them (it splits a chain on blank lines); raise
+    ValueError if there is none or one does not parse"""
+    blocks = []
+    for match in PEM_CERTIFICATE.finditer(text or ''):
+        body = ''.join(match.group(0).split()[2:-2])
+        block = '\n'.join([
+                '-----BEGIN CERTIFICATE-----',
+                *(body[i:i + 64] for i in range(0, len(body), 64)),
+                '-----END CERTIFICATE-----'])
+        x509.load_pem_x509_certificate(block.encode())
+        blocks.append(block)
+    if not blocks:
+        raise ValueError("no certificate")
+    return blocks
+
+
+def is_rsa_signed(certificate):
+    "Whether a certificate is signed with RSA (the root SN keeps those)"
+    return certificate.signature_algorithm_oid.dotted_string.startswith(
+        '1.2.840.113549.1.1.')
+
+
+def check_certificates(gateway):
+    """Raise if an Alipay gateway has some but not all of the three
+    certificates of certificate mode, or one that does not parse"""
+    if gateway.channel != 'alipay':
+        return
+    values = {name: getattr(gateway, name) for name in CERT_FIELDS}
+    if not any(values.values()):
+        return
+    for name, value in values.items():
+        try:
+            blocks = pem_certificates(value)
+            if name == 'root_cert' and not any(
+                    is_rsa_signed(x509.load_pem_x509_certificate(b.encode()))
+                    for b in blocks):
+                raise ValueError("no RSA root")
+        except ValueError:
+            field = gateway.__class__.fields_get([name])[name]['string']
+            raise GatewayError(gettext(
+                    'fuel_payment.msg_gateway_alipay_certificate',
+                    gateway=gateway.rec_name, field=field)) from None
+
+
+class CertificateRotated(Exception):
+    "An answer signed under another Alipay certificate than the gateway's"
+
+
+class CertAliPay(DCAliPay):
+    """The SDK's certificate mode client (DCAliPay: app_cert_sn and
+    alipay_root_cert_sn on each request, answers verified with the key of
+    the Alipay public key certificate) that also checks the answer's
+    alipay_cert_sn and takes the timeout of config; it overrides the SDK's
+    _verify_and_return_sync_response and reads its certificate attribute
+    (python-alipay-sdk 3.4.x internals, pinned)"""
+
+    def __init__(self, *args, config=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        # DCAliPay 3.4 does not pass config on (pinned version)
+        self._config = config or AliPayConfig()
+
+    @property
+    def alipay_cert_sn(self):
+        return self.get_cert_sn(self._alipay_public_key_cert_string)
+
+    def _verify_and_return_sync_response(self, raw_string, response_type):
+        # Alipay names the certificate that signed the answer; a new one
+        # (Alipay renewed it) must be pasted on the gateway first
+        sn = json.loads(raw_string).get('alipay_cert_sn')
+        if sn and sn != self.alipay_cert_sn:
+            raise CertificateRotated(sn)
+        return super()._verify_and_return_sync_response(
+            raw_string, response_type)
 
 
 def parse_time(value):
@@ -88,13 +199,28 @@ class AlipayProvider(Provider):
         # SDK's server_api adds to the request like notify_url (its
         # ISVAliPay would do the same, without the timeout of config)
         self.auth_token = gateway.auth_token()
-        self.client = point_sdk_at(AliPay(
+        if gateway.platform_cert:
+            client = CertAliPay(
+                appid=gateway.app,
+                app_notify_url=gateway.notify_url,
+                app_private_key_string=private_key,
+                app_public_key_cert_string='\n'.join(
+                    pem_certificates(gateway.app_cert)),
+                alipay_public_key_cert_string='\n'.join(
+                    pem_certificates(gateway.platform_cert)),
+                alipay_root_cert_string='\n\n'.join(
+                    pem_certificates(gateway.root_cert)),
+                sign_type='RSA2',
+                config=AliPayConfig(timeout=TIMEOUT))
+        else:
+            client = AliPay(
                 appid=gateway.app,
                 app_notify_url=gateway.notify_url,
                 app_private_key_string=private_key,
                 alipay_public_key_string=gateway.platform_key,
                 sign_type='RSA2',
-                config=AliPayConfig(timeout=TIMEOUT)), gateway.url)
+                config=AliPayConfig(timeout=TIMEOUT))
+        self.client = point_sdk_at(client, gateway.url)
 
     def _call(self, method, biz_content, **kwargs):
         "Return the verified response of method; raise on failure"
@@ -107,8 +233,16 @@ class AlipayProvider(Provider):
             raise TransientError(type(exception).__name__) from exception
         except AliPayValidationError as exception:
             raise TransientError("bad answer signature") from exception
+        except CertificateRotated as exception:
+            raise TransientError(gettext(
+                    'fuel_payment.msg_gateway_alipay_cert_sn',
+                    gateway=self.gateway.rec_name,
+                    sn=str(exception))) from exception
         except AliPayException as exception:
             raise PermanentError(str(exception)[:200]) from exception
+        except ValueError as exception:
+            # not JSON: a proxy's page, a cut answer
+            raise TransientError("bad answer") from exception
         code = response.get('code')
         if code in {SUCCESS, USER_PAYING}:
             return response
@@ -118,6 +252,11 @@ class AlipayProvider(Provider):
         if (response.get('sub_code') or '').startswith(INVALID_AUTH_TOKEN):
             raise PermanentError(gettext(
                     'fuel_payment.msg_gateway_alipay_auth_token',
+                    gateway=self.gateway.rec_name,
+                    code=response['sub_code']))
+        if response.get('sub_code') in CERT_ERRORS:
+            raise PermanentError(gettext(
+                    'fuel_payment.msg_gateway_alipay_cert_refused',
                     gateway=self.gateway.rec_name,
                     code=response['sub_code']))
         if response.get('sub_code') == NOT_FOUND:
@@ -165,6 +304,63 @@ class AlipayProvider(Provider):
                     1, self.gateway.qr_timeout // 60),
                 })
         return Result(state='pending', code_url=data.get('qr_code'))
+
+    # ---- in-app --------------------------------------------------------
+
+    app_clients = frozenset({'mini_program', 'jsapi', 'app'})
+    payer_clients = frozenset({'mini_program', 'jsapi'})
+
+    def create_app(self, payment):
+        if payment.client == 'app':
+            return self._app_order(payment)
+        biz_content = {
+            'out_trade_no': payment.number,
+            'subject': self._subject(payment),
+            'total_amount': str(payment.amount),
+            'product_code': JSAPI_PAY,
+            'store_id': payment.station.code,
+            # closed by Alipay then, as the payment is by us
+            'time_expire': format_time(payment.deadline),
+            }
+        if USER_ID.match(payment.payer):
+            biz_content['buyer_id'] = payment.payer
+        else:
+            biz_content['buyer_open_id'] = payment.payer
+        if payment.client_app and payment.client_app != self.gateway.app:
+            # the mini program (life account) the driver pays in, bound to
+            # the merchant, when it is not the calling application
+            biz_content['op_app_id'] = payment.client_app
+        data = self._call('alipay.trade.create', biz_content)
+        trade_no = data.get('trade_no')
+        if not trade_no:
+            raise PermanentError(f"{data.get('code')} no trade_no")
+        # my.tradePay({tradeNO}) in a mini program, AlipayJSBridge's
+        # tradePay in a life account page
+        return Result(
+            state='pending', reference=trade_no,
+            params={'tradeNO': trade_no})
+
+    def _app_order(self, payment):
+        """The order string of alipay.trade.app.pay the mobile app hands to
+        Alipay's SDK: signed here, sent by the app; Alipay knows the trade
+        once the driver opens it"""
+        if (payment.client_app or self.gateway.app) != self.gateway.app:
+            # the string is signed with the gateway's application key
+            raise PermanentError(gettext(
+                    'fuel_payment.msg_gateway_alipay_app_order',
+                    gateway=self.gateway.rec_name,
+                    app=payment.client_app))
+        kwargs = {}
+        if self.auth_token:
+            kwargs['app_auth_token'] = self.auth_token
+        order = self.client.client_api('alipay.trade.app.pay', {
+                'out_trade_no': payment.number,
+                'subject': self._subject(payment),
+                'total_amount': str(payment.amount),
+                'product_code': APP_PAY,
+                'time_expire': format_time(payment.deadline),
+                }, **kwargs)
+        return Result(state='pending', params={'orderStr': order})
 
     def query(self, payment):
         return self._trade_result(self._call(

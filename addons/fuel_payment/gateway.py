@@ -284,6 +284,30 @@ class Gateway(ModelSQL, ModelView):
         help="The channel's public key (PEM) that signs its answers.")
     platform_key_id = fields.Char(
         "Platform Public Key ID")
+    # Alipay public key certificate mode (公钥证书模式): public, not secret
+    app_cert = fields.Text(
+        "App Public Key Certificate",
+        states={
+            'invisible': Eval('channel') != 'alipay',
+            },
+        help="Alipay certificate mode: the application's public key "
+        "certificate (appCertPublicKey_<App ID>.crt, PEM).")
+    platform_cert = fields.Text(
+        "Alipay Public Key Certificate",
+        states={
+            'invisible': Eval('channel') != 'alipay',
+            },
+        help="Alipay certificate mode: Alipay's public key certificate "
+        "(alipayCertPublicKey_RSA2.crt, PEM); when set, answers and "
+        "notifications are verified with its key instead of the Platform "
+        "Public Key. Paste the new one when Alipay renews it.")
+    root_cert = fields.Text(
+        "Alipay Root Certificate",
+        states={
+            'invisible': Eval('channel') != 'alipay',
+            },
+        help="Alipay certificate mode: Alipay's root certificate "
+        "(alipayRootCert.crt, PEM, all its certificates).")
     has_keys = fields.Function(
         fields.Boolean("Keys Set"), 'get_has_keys')
     has_app_auth_token = fields.Function(
@@ -404,6 +428,11 @@ class Gateway(ModelSQL, ModelView):
                     raise GatewayError(gettext(
                             'fuel_payment.msg_gateway_sub_merchant',
                             gateway=gateway.rec_name))
+        if field_names & {'channel', 'app_cert', 'platform_cert', 'root_cert'}:
+            # imported here: the providers import this module
+            from .alipay import check_certificates
+            for gateway in gateways:
+                check_certificates(gateway)
 
     def get_provider(self):
         return PROVIDERS[self.channel](self)

@@ -16,9 +16,24 @@ takes the application as a third-party application (ISV) of those
 merchants: every call must carry a known `app_auth_token` among its
 signed common parameters (`20001` `aop.invalid-app-auth-token`
 otherwise), acts for that token's seller (trades, bills) and notifies
-with `seller_id` and `auth_app_id`."""
+with `seller_id` and `auth_app_id`.
+
+In-app: it makes `alipay.trade.create` trades (JSAPI_PAY) bound to their
+buyer and mini program, and `client_pays` acts as the Alipay client that
+pays them (my.tradePay {tradeNO}) or opens a mobile app's order string
+(alipay.trade.app.pay), verified as Alipay verifies a request.
+
+With `cert_mode`, it is an application in public key certificate mode
+(公钥证书模式): it makes a root CA (and a non-RSA root, which the root SN
+leaves out), an intermediate CA, Alipay's certificate and the
+application's certificate per run, refuses requests whose app_cert_sn or
+alipay_root_cert_sn are not those certificates' SNs, signs its answers
+and notifications with the key of its certificate and names it in
+`alipay_cert_sn`; `rotate()` renews its certificate, `forge_answers`
+signs answers with another key."""
 import base64
 import datetime as dt
+import hashlib
 import io
 import json
 import secrets
@@ -28,9 +43,11 @@ import zipfile
 from decimal import ROUND_HALF_UP, Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.x509.oid import NameOID
 
 from .sim_wechat import new_key, private_pem, public_pem, sign
 
@@ -40,6 +57,19 @@ INVALID_AUTH_TOKEN = {
     'code': '20001', 'msg': 'Insufficient Token Permissions',
     'sub_code': 'aop.invalid-app-auth-token',
     'sub_msg': '无效的应用授权令牌'}
+# certificate mode: Alipay's answers to a request without or with unknown
+# certificate SNs (sub codes as Alipay's SDKs and users report them:
+# isv.app-cert-not-exist "应用公钥证书不存在" for an SN Alipay does not
+# know, isv.invalid-alipay-root-cert-sn "无效支付宝根证书序列号")
+CERT_ERRORS = {
+    'missing_app': 'isv.missing-app-cert-sn',
+    'missing_root': 'isv.missing-alipay-root-cert-sn',
+    'app': 'isv.app-cert-not-exist',
+    'root': 'isv.invalid-alipay-root-cert-sn',
+    }
+# the issuer names of Alipay's CAs (as in its certificates)
+ROOT_NAME = "Ant Financial Certification Authority R1"
+CLASS2_NAME = "Ant Financial Certification Authority Class 2 R1"
 # the service fee rate of the simulated merchant (0.6 %)
 FEE_RATE = Decimal('0.006')
 BILL_HEADER = (
@@ -59,6 +89,63 @@ def now_text():
     return dt.datetime.now(BEIJING).strftime('%Y-%m-%d %H:%M:%S')
 
 
+def ca_name(common_name):
+    return x509.Name([
+            x509.NameAttribute(NameOID.COUNTRY_NAME, 'CN'),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, 'Ant Financial'),
+            x509.NameAttribute(
+                NameOID.ORGANIZATIONAL_UNIT_NAME, 'Certification Authority'),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            ])
+
+
+def issue(subject, key, issuer, issuer_key, ca=False):
+    "A certificate of key for subject signed by issuer_key"
+    now = dt.datetime.now(dt.UTC)
+    return (x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(
+            x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .sign(issuer_key, hashes.SHA256()))
+
+
+def cert_pem(*certificates):
+    return ''.join(
+        c.public_bytes(serialization.Encoding.PEM).decode()
+        for c in certificates)
+
+
+def cert_sn(certificate):
+    """The SN Alipay gives a certificate: md5 of its issuer's name written
+    as RFC 2253 does (CN=..,OU=..,O=..,C=..) followed by its decimal
+    serial number"""
+    return hashlib.md5((
+            certificate.issuer.rfc4514_string()
+            + str(certificate.serial_number)).encode()).hexdigest()
+
+
+def root_sn(certificates):
+    "The SNs of the RSA-signed certificates of the root file, joined by _"
+    return '_'.join(
+        cert_sn(c) for c in certificates
+        if c.signature_algorithm_oid.dotted_string.startswith(
+            '1.2.840.113549.1.1.'))
+
+
+def parse_time(text):
+    return dt.datetime.strptime(text, '%Y-%m-%d %H:%M:%S').replace(
+        tzinfo=BEIJING)
+
+
+class ClientRefused(Exception):
+    "The Alipay client does not pay: the sub code it shows"
+
+
 class Trade:
     def __init__(self, biz, kind, seller=None):
         self.biz = biz
@@ -75,6 +162,17 @@ class Trade:
         self.refunds = {}
         self.refund_times = {}
         self.qr_code = None
+        self.notify_url = None
+        # in-app: who may pay it, in which application
+        self.buyer = None
+        self.app = None
+
+    def expire(self):
+        "Close the trade unpaid once its time_expire is past"
+        expire = self.biz.get('time_expire')
+        if (self.status == 'WAIT_BUYER_PAY' and expire
+                and parse_time(expire) <= dt.datetime.now(BEIJING)):
+            self.status = 'TRADE_CLOSED'
 
     def same(self, biz):
         keys = ['subject', 'total_amount', 'auth_code']
@@ -100,12 +198,18 @@ class Trade:
 class AlipaySimulator:
 
     def __init__(self, app_id='2021000000000001', pid='2088000000000001',
-            auth_tokens=None):
+            auth_tokens=None, cert_mode=False):
         self.app_id = app_id
         self.pid = pid
         self.auth_tokens = dict(auth_tokens or {})
         self.app_key = new_key()
         self.alipay_key = new_key()
+        self.cert_mode = cert_mode
+        self.forge_answers = False
+        # the common parameters of the requests (without sign)
+        self.calls = []
+        if cert_mode:
+            self.make_certificates()
         self.trades = {}
         self.requests = []
         self.paying_queries = None
@@ -143,12 +247,13 @@ class AlipaySimulator:
 
     def gateway_values(self, auth_token=None):
         """The values of a fuel.payment.gateway; with auth_token an ISV
-        gateway of that token's seller"""
+        gateway of that token's seller; in certificate mode with the
+        certificates and no public key"""
         if auth_token:
             seller, _ = self.auth_tokens[auth_token]
             return dict(self.gateway_values(), merchant=seller,
                 app_auth_token=auth_token)
-        return {
+        values = {
             'channel': 'alipay',
             'merchant': self.pid,
             'app': self.app_id,
@@ -157,6 +262,70 @@ class AlipaySimulator:
             'url': self.url,
             'notify_url': 'https://fuel.example.com/db/fuel_payment/notify/2',
             }
+        if self.cert_mode:
+            values.update(platform_key=None, **self.certificates())
+        return values
+
+    # ---- certificate mode ------------------------------------------------
+
+    def make_certificates(self):
+        self.root_key = new_key()
+        root = issue(
+            ca_name(ROOT_NAME), self.root_key, ca_name(ROOT_NAME),
+            self.root_key, ca=True)
+        # Alipay's root file also holds a non-RSA (SM2) root: ECDSA here
+        other_key = ec.generate_private_key(ec.SECP256R1())
+        other_name = ca_name("iTrusChina Class 2 Root CA - G3")
+        other = issue(other_name, other_key, other_name, other_key, ca=True)
+        self.roots = [other, root]
+        self.class2_key = new_key()
+        self.class2 = issue(
+            ca_name(CLASS2_NAME), self.class2_key, ca_name(ROOT_NAME),
+            self.root_key, ca=True)
+        self.app_cert = self.leaf(self.app_id, self.app_key)
+        self.rotate(self.alipay_key)
+
+    def leaf(self, name, key):
+        return issue(
+            x509.Name([
+                    x509.NameAttribute(NameOID.COUNTRY_NAME, 'CN'),
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, name),
+                    x509.NameAttribute(NameOID.COMMON_NAME, name),
+                    ]),
+            key, ca_name(CLASS2_NAME), self.class2_key)
+
+    def rotate(self, key=None):
+        """Renew Alipay's certificate (a new key unless given): answers and
+        notifications are signed with the new one"""
+        self.alipay_key = key or new_key()
+        self.alipay_cert = self.leaf('Alipay', self.alipay_key)
+
+    def certificates(self):
+        """The three certificates as Alipay gives them: the leaf with its
+        CA, the root file's certificates one after the other"""
+        return {
+            'app_cert': cert_pem(self.app_cert, self.class2),
+            'platform_cert': cert_pem(self.alipay_cert, self.class2),
+            'root_cert': cert_pem(*self.roots),
+            }
+
+    def check_certificates(self, params):
+        "Return the failure of a request's certificate SNs, or None"
+        if not self.cert_mode:
+            return None
+        if not params.get('app_cert_sn'):
+            error = 'missing_app'
+        elif not params.get('alipay_root_cert_sn'):
+            error = 'missing_root'
+        elif params['app_cert_sn'] != cert_sn(self.app_cert):
+            error = 'app'
+        elif params['alipay_root_cert_sn'] != root_sn(self.roots):
+            error = 'root'
+        else:
+            return None
+        return {
+            'code': '40002', 'msg': 'Invalid Arguments',
+            'sub_code': CERT_ERRORS[error], 'sub_msg': CERT_ERRORS[error]}
 
     # ---- HTTP ------------------------------------------------------------
 
@@ -184,6 +353,12 @@ class AlipaySimulator:
                 return
             method = params.get('method', '')
             response_type = method.replace('.', '_') + '_response'
+            self.calls.append({
+                    k: v for k, v in params.items() if k != 'sign'})
+            failure = self.check_certificates(params)
+            if failure:
+                self.answer(request, response_type, failure)
+                return
             if not self.verify(params):
                 self.answer(request, response_type, {
                         'code': '40002', 'msg': 'Invalid Arguments',
@@ -227,8 +402,15 @@ class AlipaySimulator:
 
     def answer(self, request, response_type, data):
         text = json.dumps(data, ensure_ascii=False, separators=(',', ':'))
-        body = '{"%s":%s,"sign":"%s"}' % (
-            response_type, text, sign(self.alipay_key, text))
+        key = new_key() if self.forge_answers else self.alipay_key
+        if self.cert_mode:
+            # the certificate whose key signed the answer
+            body = '{"%s":%s,"alipay_cert_sn":"%s","sign":"%s"}' % (
+                response_type, text, cert_sn(self.alipay_cert),
+                sign(key, text))
+        else:
+            body = '{"%s":%s,"sign":"%s"}' % (
+                response_type, text, sign(key, text))
         body = body.encode()
         request.send_response(200)
         request.send_header('Content-Type', 'text/html;charset=utf-8')
@@ -290,10 +472,37 @@ class AlipaySimulator:
                 'out_trade_no': trade.out_trade_no,
                 'qr_code': trade.qr_code})
 
+    def alipay_trade_create(self, biz, params):
+        """A trade a mini program or life account page pays (my.tradePay
+        with its trade_no), for the buyer it names (buyer_id: a 2088 user
+        id, buyer_open_id: an open id)"""
+        if biz.get('product_code') != 'JSAPI_PAY' or not (
+                biz.get('subject') and biz.get('total_amount')):
+            return self.failure('ACQ.INVALID_PARAMETER')
+        buyer_id, open_id = biz.get('buyer_id'), biz.get('buyer_open_id')
+        if bool(buyer_id) == bool(open_id) or (
+                buyer_id and not (
+                    buyer_id.startswith('2088') and len(buyer_id) == 16
+                    and buyer_id.isdigit())):
+            return self.failure('ACQ.INVALID_PARAMETER')
+        trade = self.find(biz, params)
+        if trade is not None and not trade.same(biz):
+            return self.failure('ACQ.CONTEXT_INCONSISTENT')
+        if trade is None:
+            trade = Trade(biz, 'create', params['seller'])
+            trade.notify_url = params.get('notify_url')
+            trade.buyer = buyer_id or open_id
+            trade.app = biz.get('op_app_id') or params['app_id']
+            self.trades[trade.out_trade_no] = trade
+        return self.success({
+                'out_trade_no': trade.out_trade_no,
+                'trade_no': trade.trade_no})
+
     def alipay_trade_query(self, biz, params):
         trade = self.find(biz, params)
         if trade is None:
             return self.failure('ACQ.TRADE_NOT_EXIST')
+        trade.expire()
         trade.queries += 1
         if (trade.status == 'WAIT_BUYER_PAY' and trade.kind == 'code'
                 and self.paying_queries is not None
@@ -346,6 +555,62 @@ class AlipaySimulator:
                 'fund_change': change,
                 'refund_fee': str(sum(trade.refunds.values())),
                 'gmt_refund_pay': now_text()})
+
+    # ---- the Alipay client (my.tradePay, the app SDK) ------------------
+
+    def client_pays(self, params, buyer=None, app=None):
+        """Pay as the Alipay client given the client parameters of an
+        in-app payment: {tradeNO} by buyer in the mini program app, or
+        {orderStr} opened in the mobile app; return the paid trade or
+        raise ClientRefused"""
+        with self.lock:
+            if 'orderStr' in params:
+                trade = self.open_order(params['orderStr'])
+            else:
+                trades = [
+                    t for t in self.trades.values()
+                    if t.trade_no == params.get('tradeNO')]
+                if not trades:
+                    raise ClientRefused('ACQ.TRADE_NOT_EXIST')
+                trade, = trades
+                if buyer != trade.buyer:
+                    raise ClientRefused('ACQ.BUYER_NOT_MATCH')
+                if app is not None and app != trade.app:
+                    raise ClientRefused('ACQ.APP_NOT_MATCH')
+            trade.expire()
+            if trade.status != 'WAIT_BUYER_PAY':
+                raise ClientRefused('ACQ.TRADE_STATUS_ERROR')
+            trade.pay()
+            return trade
+
+    def open_order(self, order):
+        """The trade of a mobile app's order string, verified as a request:
+        the app's RSA2 signature over the sorted k=v of the url-decoded
+        parameters without sign, the certificate SNs in certificate mode"""
+        params = dict(urllib.parse.parse_qsl(order, keep_blank_values=True))
+        failure = self.check_certificates(params)
+        if failure:
+            raise ClientRefused(failure['sub_code'])
+        if (not self.verify(params)
+                or params.get('method') != 'alipay.trade.app.pay'):
+            raise ClientRefused('isv.invalid-signature')
+        seller = None
+        if self.auth_tokens:
+            seller = self.auth_tokens.get(params.get('app_auth_token'))
+            if seller is None:
+                raise ClientRefused(INVALID_AUTH_TOKEN['sub_code'])
+        biz = json.loads(params['biz_content'])
+        if biz.get('product_code') != 'QUICK_MSECURITY_PAY':
+            raise ClientRefused('ACQ.INVALID_PARAMETER')
+        trade = self.find(biz, {'seller': seller})
+        if trade is None:
+            trade = Trade(biz, 'app', seller)
+            trade.notify_url = params.get('notify_url')
+            trade.app = params['app_id']
+            self.trades[trade.out_trade_no] = trade
+        elif not trade.same(biz):
+            raise ClientRefused('ACQ.CONTEXT_INCONSISTENT')
+        return trade
 
     # ---- notifications ---------------------------------------------------
 
