@@ -35,7 +35,10 @@ per line (dispensers with the same connection share it, see
   customer's payment codes from its scanner or face-pay device on a
   serial line (`iot_box.drivers.codereader.driver.CodeReaderDriver`);
   each code is a ``payment_code`` event, sent at once like any other
-  event; the server charges it for the unpaid fill of the post's nozzles
+  event, naming in ``calling`` the post's nozzles that are lifted and
+  wait for an authorisation (`App._calling`); the server charges it for
+  the unpaid fill of the post's nozzles, or without one pre-pays a fill
+  up for the one calling nozzle (then sends an ``authorize`` command),
   and answers the outcome in the event's result (logged by the uplink
   when it is an error).  The outbox masks the code once the server has
   it.  Posts are reported in setup and heartbeat as devices of kind
@@ -1106,7 +1109,27 @@ class App:
 
         tap = cast(Outbox, _EventTap(outbox, self))
         for post in self.config.payment_posts:
-            self.posts[post.name] = CodeReaderDriver(post, tap)
+            self.posts[post.name] = CodeReaderDriver(
+                post, tap, calling=functools.partial(
+                    self._calling, post.nozzles))
+
+    def _calling(self, numbers: Iterable[int]) -> list[int]:
+        """The station numbers among numbers whose nozzle is out and waits
+        for an authorisation: its pump answers, its fuelling point is
+        calling, and neither the box nor a command is authorising it (a
+        nozzle kept out after its fill stays authorised until hung up)"""
+        calling = []
+        for number in numbers:
+            target = self.nozzles.get(number)
+            driver = self.drivers.get(target[0]) if target else None
+            if target is None or driver is None:
+                continue
+            device, nozzle = target
+            if (driver.answering and driver.nozzle_out == nozzle
+                    and driver.point.state is FPState.CALLING
+                    and self._lift_authorised.get(device) != nozzle):
+                calling.append(number)
+        return calling
 
     # --- the offline list (frictionless plates in fallback) --------------
 

@@ -13,12 +13,24 @@ to pay at those nozzles: exactly one is charged through the gateway
 none, several, or one already being paid put the event in error with the
 reason, which the box gets in the event's result.
 
+Pre-pay at the post: when no fill waits there, the box names in the
+optional ``calling`` field the post's nozzles that are lifted and not
+authorized (fuelling point calling).  If exactly one is, and the station
+has a `post_prepay_ceiling`, the code pays a fill-up pre-payment of that
+ceiling for the nozzle (`fuel.payment.prepay`): once paid, the box is
+sent an ``authorize`` command with the ceiling as preset, the fill it
+releases is captured and the difference refunded.  Several calling
+nozzles are refused (the post cannot tell which one the customer holds).
+Fills waiting at the post take priority: a code never pre-pays while
+one waits.
+
 A replayed event (same uuid) is a duplicate and charges nothing again.
 The code is a one-time credential: once processed, the event's payload
 keeps its first 4 digits only (`mask_code`), whatever the outcome."""
 from trytond.exceptions import UserError
 from trytond.i18n import gettext
 from trytond.model import fields
+from trytond.modules.currency.fields import Monetary
 from trytond.pool import Pool, PoolMeta
 from trytond.transaction import without_check_access
 
@@ -53,6 +65,28 @@ def mask_payload(payload):
     return payload
 
 
+class Station(metaclass=PoolMeta):
+    __name__ = 'fuel.station'
+
+    post_prepay_ceiling = Monetary(
+        "Post Pre-pay Ceiling", currency='currency', digits='currency',
+        domain=['OR',
+            ('post_prepay_ceiling', '=', None),
+            ('post_prepay_ceiling', '>', 0),
+            ],
+        help="When no fill waits at a payment post, a code read there "
+        "pre-pays a fill up to this amount for the one lifted nozzle of "
+        "the post; the rest is refunded after the fill.\n"
+        "Leave empty for posts that only pay fills.")
+    currency = fields.Function(
+        fields.Many2One('currency.currency', "Currency"),
+        'on_change_with_currency')
+
+    @fields.depends('company')
+    def on_change_with_currency(self, name=None):
+        return self.company.currency if self.company else None
+
+
 class Event(metaclass=PoolMeta):
     __name__ = 'fuel.device.event'
 
@@ -73,6 +107,15 @@ class Event(metaclass=PoolMeta):
                 'amount': str(payment.amount),
                 'state': payment.state,
                 }
+            if payment.prepay:
+                # a fill up paid in advance: the amount is its ceiling
+                prepay = payment.prepay
+                result['payment']['prepay'] = {
+                    'nozzle': prepay.nozzle.station_number,
+                    'ceiling': str(prepay.amount),
+                    'fill_up': prepay.fill_up,
+                    'state': prepay.state,
+                    }
         return result
 
     @classmethod
@@ -120,7 +163,8 @@ class Event(metaclass=PoolMeta):
         cls.save(events)
 
     def _post_payload(self):
-        "Return (code, source, post, nozzles) of the payload, or raise"
+        """Return (code, source, post, nozzles, calling) of the payload, or
+        raise; calling is empty when the box does not send it"""
         payload = loads(self.payload)
         if not isinstance(payload, dict):
             raise UserError(gettext(
@@ -138,6 +182,10 @@ class Event(metaclass=PoolMeta):
                 ('nozzles', isinstance(payload.get('nozzles'), list)
                     and payload['nozzles'] and all(
                         type(n) is int for n in payload['nozzles'])),
+                # optional: an older box does not send it
+                ('calling', payload.get('calling') is None or (
+                        isinstance(payload['calling'], list) and all(
+                            type(n) is int for n in payload['calling']))),
                 ]:
             if not valid:
                 raise UserError(gettext(
@@ -145,17 +193,19 @@ class Event(metaclass=PoolMeta):
                         value=dumps(payload.get(field))))
         post = payload.get('post') if isinstance(
             payload.get('post'), str) else self.device
-        return code, payload['source'], post, payload['nozzles']
+        return (code, payload['source'], post, payload['nozzles'],
+            payload.get('calling') or [])
 
     def pay_at_post(self, box):
         """Start the payment of the fill waiting at the event's post with
-        its code; return the gateway payment, raise UserError with the
-        reason when there is not exactly one fill to pay"""
+        its code, or without one, the pre-payment of the post's calling
+        nozzle; return the gateway payment, raise UserError with the
+        reason when there is not exactly one fill or nozzle to pay"""
         pool = Pool()
         FuelTransaction = pool.get('fuel.payment.transaction')
         Order = pool.get('fuel.payment.order')
         Payment = pool.get('fuel.payment.gateway.payment')
-        code, source, post, nozzles = self._post_payload()
+        code, source, post, nozzles, calling = self._post_payload()
         masked = mask_code(code)
         if self.device_time and self.received_date and (
                 (self.received_date - self.device_time).total_seconds()
@@ -193,9 +243,35 @@ class Event(metaclass=PoolMeta):
                     'fuel_device.msg_post_fill_being_paid',
                     post=post, code=masked))
         if not payable:
-            raise UserError(gettext(
-                    'fuel_device.msg_post_no_fill', post=post, code=masked))
+            return self.prepay_at_post(
+                box, code, source, post, nozzles, calling)
         fill, = payable
         order = fill.order or Order.create_for([fill])
         return Payment(Payment.pay_code(
                 order.id, code, source=PAYMENT_SOURCES[source]))
+
+    def prepay_at_post(self, box, code, source, post, nozzles, calling):
+        """Start with code the fill-up pre-payment of the station's ceiling
+        for the one calling nozzle of the post; return the gateway payment,
+        raise UserError when there is none to pre-pay"""
+        pool = Pool()
+        Payment = pool.get('fuel.payment.gateway.payment')
+        PrePay = pool.get('fuel.payment.prepay')
+        masked = mask_code(code)
+        station = box.station
+        # only the post's own nozzles, each once
+        calling = sorted(set(calling) & set(nozzles))
+        if not station.post_prepay_ceiling or not calling:
+            raise UserError(gettext(
+                    'fuel_device.msg_post_no_fill', post=post, code=masked))
+        if len(calling) > 1:
+            raise UserError(gettext(
+                    'fuel_device.msg_post_several_calling', post=post,
+                    code=masked,
+                    nozzles=', '.join(str(n) for n in calling)))
+        nozzle, = calling
+        # PrePay.start refuses a nozzle pre-paid already, or whose
+        # pre-payment the customer is still confirming
+        return Payment(PrePay.start(
+                station.id, nozzle, station.post_prepay_ceiling, code=code,
+                fill_up=True, source=PAYMENT_SOURCES[source]))

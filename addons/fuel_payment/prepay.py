@@ -144,6 +144,17 @@ class PrePay(Workflow, ModelSQL, ModelView):
             raise PrePayError(gettext(
                     'fuel_payment.msg_prepay_nozzle_busy',
                     prepay=busy[0].rec_name))
+        # nor while a customer is still paying one for it: a second payment
+        # would pay the same fill twice
+        paying = cls.search([
+                ('nozzle', '=', nozzles[0].id),
+                ('state', '=', 'draft'),
+                ('payments.state', 'in', ['draft', 'pending']),
+                ], limit=1)
+        if paying:
+            raise PrePayError(gettext(
+                    'fuel_payment.msg_prepay_paying',
+                    prepay=paying[0].rec_name))
         if code:
             code = code.strip()
             method = GatewayPayment.method_for_code(

@@ -12,10 +12,18 @@ import os
 import pathlib
 import sqlite3
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
-from test_app import POLICY, TIMING, box_config, nozzles_answer, until
+from test_app import (
+    FLOW,
+    POLICY,
+    TIMING,
+    box_config,
+    nozzles_answer,
+    until,
+)
 from test_config import box_dir  # noqa: F401 (a fixture)
 from test_uplink import FakeServer
 
@@ -32,9 +40,12 @@ from iot_box.drivers.codereader.driver import (
     LineSplitter,
     ReaderState,
     is_code,
+    payload,
 )
+from iot_box.drivers.dispenser.fuelling_point import FPState
 from iot_box.events import EventKind, decode_json, mask_code
 from iot_box.outbox import Outbox
+from iot_box.protocols.dart import PumpStatus
 from iot_box.simulators.dart_pump import PumpServer, demo_pumps
 
 WECHAT_CODE = '134567890123456789'
@@ -187,6 +198,30 @@ def test_codes_become_events(pty: Pty, outbox: Outbox) -> None:
     assert driver.codes == 3 and driver.dropped == 0
     assert driver.state is ReaderState.STOPPED
     assert driver._port is None  # closed at the stop
+
+
+def test_payload_calling() -> None:
+    "calling: the post's own nozzles, each once, ascending; or no field"
+    config = post_config('/dev/null')
+    assert 'calling' not in payload(WECHAT_CODE, config)
+    assert payload(WECHAT_CODE, config, [])['calling'] == []
+    # 9 is another post's nozzle
+    assert payload(WECHAT_CODE, config, [2, 9, 1, 2])['calling'] == [1, 2]
+
+
+def test_calling_read_with_the_code(outbox: Outbox) -> None:
+    "The nozzles calling when each code is read, not when the driver began"
+    calling = [2]
+    driver = CodeReaderDriver(
+        post_config('/dev/null'), outbox, calling=lambda: list(calling))
+    first, = driver.feed(WECHAT_CODE.encode() + b'\r\n')
+    calling[:] = []
+    second, = driver.feed(ALIPAY_CODE.encode() + b'\r\n')
+    assert first.payload['calling'] == [2]
+    assert second.payload['calling'] == []
+    assert dict(outbox.pending()[0].payload) == {
+        'version': 1, 'code': WECHAT_CODE, 'source': 'face',
+        'post': 'post-1', 'nozzles': [1, 2], 'calling': [2]}
 
 
 def test_bad_lines_dropped_without_showing_them(
@@ -488,3 +523,68 @@ def test_post_in_the_app(
     assert decode_json(payloads[0])['code'] == mask_code(WECHAT_CODE)
     assert WECHAT_CODE not in caplog.text
 
+
+
+def test_post_names_the_calling_nozzle(
+        tmp_path: pathlib.Path, pty: Pty) -> None:
+    """Under pre-pay, a code read while a nozzle of the post is lifted and
+    waits names it in ``calling``; a nozzle of another post does not
+    count; once an authorize command released the nozzle (the server's
+    pre-payment), a code read names none, even after the fill while the
+    nozzle is still out"""
+
+    def codes_sent(server: FakeServer) -> list[dict[str, Any]]:
+        with server.changed:
+            return [
+                e['payload'] for e in server.events
+                if e['kind'] == 'payment_code']
+
+    async def main(server: FakeServer) -> None:
+        pumps = demo_pumps(2, 2)
+        async with PumpServer(pumps) as line:
+            _, port = await line.start_udp()
+            config = dataclasses.replace(
+                box_config(tmp_path, server.url, port),
+                payment_posts=(post_config(pty.link),))
+            app = App(config, timing=TIMING)
+            task = asyncio.create_task(app.run())
+
+            async def read(code: str, count: int) -> dict[str, Any]:
+                pty.write(code.encode() + b'\r\n')
+                await until(lambda: len(codes_sent(server)) == count, task)
+                return codes_sent(server)[-1]
+
+            try:
+                await until(lambda: app.posts and app.posts[
+                        'post-1'].state is ReaderState.READING and all(
+                        p.status is PumpStatus.RESET for p in pumps), task)
+                pump1, pump2 = pumps
+                assert (await read(WECHAT_CODE, 1))['calling'] == []
+                pump2.lift(1)  # station nozzle 3: not the post's
+                pump1.lift(2)  # station nozzle 2
+                await until(lambda: app._calling((2, 3)) == [2, 3], task)
+                sent = await read(ALIPAY_CODE, 2)
+                assert (sent['nozzles'], sent['calling']) == ([1, 2], [2])
+                # the server pre-paid nozzle 2: its authorize command
+                server.add_command(40, 'authorize', {
+                        'version': 1, 'station_number': 2,
+                        'preset_amount': '10.00', 'prepay': 7})
+                await until(
+                    lambda: pump1.status is PumpStatus.AUTHORIZED, task)
+                assert pump1.preset_amount == Decimal('10.00')
+                assert (await read(WECHAT_CODE, 3))['calling'] == []
+                # the preset is reached with the nozzle still out
+                while pump1.tick(FLOW):
+                    await asyncio.sleep(0.03)
+                await until(lambda: app.drivers['pump-1'].point.state
+                    is FPState.CALLING, task)
+                # the fill is over, the nozzle still out: not calling
+                assert (await read(ALIPAY_CODE, 4))['calling'] == []
+            finally:
+                app.stop()
+                await asyncio.wait_for(task, 5)
+
+    with FakeServer() as server:
+        server.policy = {**POLICY, 'authorization': 'prepay'}
+        server.nozzles = nozzles_answer()
+        run(main(server))

@@ -229,9 +229,18 @@ class PrePayTestCase(
                 PrePay.abort([prepay])
             self.assertEqual(cm.exception.message, message(
                     'msg_prepay_paying', prepay=prepay.rec_name))
+            # nor a second pre-payment of the nozzle while it is paid
+            with self.assertRaises(UserError) as cm:
+                PrePay.start(station.id, 1, '50', code=WECHAT_CODE)
+            self.assertEqual(cm.exception.message, message(
+                    'msg_prepay_paying', prepay=prepay.rec_name))
             # never scanned: the QR is closed, the pre-payment with it
             Payment.write([payment], {
                     'deadline': dt.datetime.now() - dt.timedelta(seconds=1)})
             Payment.poll([payment])
             self.assertEqual(Payment(payment.id).state, 'cancelled')
             self.assertEqual(PrePay(prepay.id).state, 'cancelled')
+            # then the nozzle may be pre-paid again
+            self.assertTrue(PrePay.start(
+                    station.id, 1, '50',
+                    method=setup['methods']['wechat'].id))

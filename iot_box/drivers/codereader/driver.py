@@ -18,7 +18,10 @@ within `debounce` seconds (a phone held in front of a scanner is read
 several times a second) and appends one ``payment_code`` event per code
 to the outbox (payload version 1, see `payload`).  The server charges the
 code for the unpaid fill of the post's nozzles
-(``addons/fuel_device/payment_post.py``) and answers the outcome.
+(``addons/fuel_device/payment_post.py``), or without one, pre-pays a fill
+up for the post's one ``calling`` nozzle (lifted, waiting for an
+authorisation: given by the app, see `CodeReaderDriver`), and answers the
+outcome.
 
 A port that cannot be opened, or that fails (USB cable pulled: pyserial
 raises at the next read), is closed and opened again every
@@ -40,7 +43,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import serial  # pyserial
@@ -141,15 +144,29 @@ def is_code(line: bytes) -> bool:
         and MIN_CODE_DIGITS <= len(line) <= MAX_CODE_DIGITS)
 
 
-def payload(code: str, config: PaymentPostConfig) -> dict[str, Any]:
-    "The ``payment_code`` payload (version 1) of a code read at a post"
-    return {
+def payload(
+        code: str, config: PaymentPostConfig,
+        calling: Iterable[int] | None = None) -> dict[str, Any]:
+    """The ``payment_code`` payload (version 1) of a code read at a post
+
+    ``code``: the digits read; ``source``: ``face`` or ``scanner``;
+    ``post``: the post's name; ``nozzles``: the station numbers of the
+    nozzles it serves; ``calling`` (optional, only when the box knows the
+    dispensers' states): those of them that were lifted and waiting for an
+    authorisation when the code was read, ascending (empty: none).  The
+    field is an addition within version 1: a server that does not know it
+    ignores it, and a server reads its absence as "none calling"."""
+    result: dict[str, Any] = {
         'version': EVENT_VERSION,
         'code': code,
         'source': str(config.source),
         'post': config.name,
         'nozzles': list(config.nozzles),
         }
+    if calling is not None:
+        result['calling'] = sorted(
+            n for n in set(calling) if n in config.nozzles)
+    return result
 
 
 def _close_opened(opening: asyncio.Future[serial.Serial]) -> None:
@@ -158,7 +175,12 @@ def _close_opened(opening: asyncio.Future[serial.Serial]) -> None:
 
 
 class CodeReaderDriver(DeviceStateMachine):
-    "The code reader of one payment post; `run()` until cancelled"
+    """The code reader of one payment post; `run()` until cancelled
+
+    `calling`, if given, returns the station numbers of the nozzles that
+    are lifted and wait for an authorisation now; it is called in the
+    event loop when a code is read, and its answer (limited to the post's
+    nozzles) goes in the event's ``calling``."""
     transitions = _TRANSITIONS
     connected_state = ReaderState.READING
     failing_state = ReaderState.FAILING
@@ -167,8 +189,10 @@ class CodeReaderDriver(DeviceStateMachine):
     def __init__(
             self, config: PaymentPostConfig, outbox: EventSink, *,
             debounce: float = DEBOUNCE, reopen_delay: float = REOPEN_DELAY,
-            clock: Callable[[], float] = time.monotonic) -> None:
+            clock: Callable[[], float] = time.monotonic,
+            calling: Callable[[], Iterable[int]] | None = None) -> None:
         self.config = config
+        self.calling = calling
         self.outbox = outbox
         self.debounce = debounce
         self.reopen_delay = reopen_delay
@@ -234,9 +258,10 @@ class CodeReaderDriver(DeviceStateMachine):
                 self.device, mask_code(code), self.debounce)
             return None
         self._last = (digest, now)
+        calling = self.calling() if self.calling is not None else None
         event = self.outbox.append(
             EventKind.PAYMENT_CODE, self.device, dt.datetime.now(dt.UTC),
-            payload(code, self.config))
+            payload(code, self.config, calling))
         self.codes += 1
         self.last_code = event.device_time
         logger.info(
