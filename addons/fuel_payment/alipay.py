@@ -50,6 +50,14 @@ TRADE_STATES = {
     'TRADE_CLOSED': 'cancelled',
     }
 NOT_FOUND = 'ACQ.TRADE_NOT_EXIST'
+# what Alipay says of an operator's app_auth_token, asked by the platform's
+# application with the token in biz_content: user_id (the operator's PID),
+# auth_app_id (its application), expires_in (seconds), auth_start,
+# auth_end, auth_methods and status valid/invalid (the answer's fields as
+# two independent SDKs declare them, Alipay's docs not checked directly;
+# an unknown token is taken to answer 20001 aop.invalid-app-auth-token as
+# any call with it does)
+AUTH_TOKEN_QUERY = 'alipay.open.auth.token.app.query'
 # the operator's app_auth_token is unknown, expired or withdrawn (code
 # 20001); "-no-api": it does not grant the method called
 INVALID_AUTH_TOKEN = 'aop.invalid-app-auth-token'
@@ -193,38 +201,51 @@ class AlipayProvider(Provider):
 
     def __init__(self, gateway):
         super().__init__(gateway)
-        private_key, _ = gateway.secrets()
-        # ISV mode: the app and keys are the platform's; each call carries
-        # the operator's token as a common (signed) parameter, which the
-        # SDK's server_api adds to the request like notify_url (its
-        # ISVAliPay would do the same, without the timeout of config)
+        # ISV mode: the app and keys are the platform's (on the gateway or
+        # on its platform account); each call carries the operator's token
+        # as a common (signed) parameter, which the SDK's server_api adds
+        # to the request like notify_url (its ISVAliPay would do the same,
+        # without the timeout of config)
+        self.credentials = credentials = gateway.credentials()
         self.auth_token = gateway.auth_token()
-        if gateway.platform_cert:
+        if credentials.platform_cert:
             client = CertAliPay(
-                appid=gateway.app,
+                appid=credentials.app,
                 app_notify_url=gateway.notify_url,
-                app_private_key_string=private_key,
+                app_private_key_string=credentials.private_key,
                 app_public_key_cert_string='\n'.join(
-                    pem_certificates(gateway.app_cert)),
+                    pem_certificates(credentials.app_cert)),
                 alipay_public_key_cert_string='\n'.join(
-                    pem_certificates(gateway.platform_cert)),
+                    pem_certificates(credentials.platform_cert)),
                 alipay_root_cert_string='\n\n'.join(
-                    pem_certificates(gateway.root_cert)),
+                    pem_certificates(credentials.root_cert)),
                 sign_type='RSA2',
                 config=AliPayConfig(timeout=TIMEOUT))
         else:
             client = AliPay(
-                appid=gateway.app,
+                appid=credentials.app,
                 app_notify_url=gateway.notify_url,
-                app_private_key_string=private_key,
-                alipay_public_key_string=gateway.platform_key,
+                app_private_key_string=credentials.private_key,
+                alipay_public_key_string=credentials.platform_key,
                 sign_type='RSA2',
                 config=AliPayConfig(timeout=TIMEOUT))
-        self.client = point_sdk_at(client, gateway.url)
+        self.client = point_sdk_at(client, credentials.url)
 
-    def _call(self, method, biz_content, **kwargs):
-        "Return the verified response of method; raise on failure"
-        if self.auth_token:
+    def _check_isv(self):
+        """Refuse to charge for an operator on the platform's application
+        without its authorization: the call would be the platform's own"""
+        if self.gateway.platform_account and not self.auth_token:
+            raise PermanentError(gettext(
+                    'fuel_payment.msg_gateway_platform_auth_token',
+                    gateway=self.gateway.rec_name,
+                    platform=self.gateway.platform_account.rec_name))
+
+    def _call(self, method, biz_content, isv=True, **kwargs):
+        """Return the verified response of method; raise on failure; isv:
+        for the operator whose token the call carries"""
+        if isv:
+            self._check_isv()
+        if isv and self.auth_token:
             kwargs['app_auth_token'] = self.auth_token
         try:
             response = self.client.server_api(method, biz_content, **kwargs)
@@ -262,6 +283,35 @@ class AlipayProvider(Provider):
         if response.get('sub_code') == NOT_FOUND:
             return response
         raise PermanentError(message)
+
+    def query_auth_token(self, token):
+        """Return what Alipay says of an operator's authorization token
+        (AUTH_TOKEN_QUERY): a dict with user_id, auth_app_id and expiry (a
+        naive UTC datetime or None); raise PermanentError when Alipay does
+        not know it or says it is not valid"""
+        data = self._call(
+            AUTH_TOKEN_QUERY, {'app_auth_token': token}, isv=False)
+        if data.get('status') != 'valid':
+            raise PermanentError(gettext(
+                    'fuel_payment.msg_gateway_alipay_auth_token',
+                    gateway=self.gateway.rec_name,
+                    code=f"status {data.get('status')}"))
+        try:
+            expiry = parse_time(data.get('auth_end'))
+        except ValueError:
+            expiry = None
+        if expiry is None and data.get('expires_in') not in {None, ''}:
+            try:
+                expiry = dt.datetime.now(dt.UTC).replace(
+                    tzinfo=None) + dt.timedelta(
+                    seconds=int(data['expires_in']))
+            except (TypeError, ValueError):
+                expiry = None
+        return {
+            'user_id': data.get('user_id'),
+            'auth_app_id': data.get('auth_app_id'),
+            'expiry': expiry,
+            }
 
     def _trade_result(self, data):
         if data.get('sub_code') == NOT_FOUND:
@@ -326,7 +376,8 @@ class AlipayProvider(Provider):
             biz_content['buyer_id'] = payment.payer
         else:
             biz_content['buyer_open_id'] = payment.payer
-        if payment.client_app and payment.client_app != self.gateway.app:
+        if (payment.client_app
+                and payment.client_app != self.credentials.app):
             # the mini program (life account) the driver pays in, bound to
             # the merchant, when it is not the calling application
             biz_content['op_app_id'] = payment.client_app
@@ -344,13 +395,15 @@ class AlipayProvider(Provider):
         """The order string of alipay.trade.app.pay the mobile app hands to
         Alipay's SDK: signed here, sent by the app; Alipay knows the trade
         once the driver opens it"""
-        if (payment.client_app or self.gateway.app) != self.gateway.app:
+        app = self.credentials.app
+        if (payment.client_app or app) != app:
             # the string is signed with the gateway's application key
             raise PermanentError(gettext(
                     'fuel_payment.msg_gateway_alipay_app_order',
                     gateway=self.gateway.rec_name,
                     app=payment.client_app))
         kwargs = {}
+        self._check_isv()
         if self.auth_token:
             kwargs['app_auth_token'] = self.auth_token
         order = self.client.client_api('alipay.trade.app.pay', {
@@ -436,8 +489,13 @@ class AlipayProvider(Provider):
             raise ForgedNotification(type(exception).__name__) from None
         if not verified:
             raise ForgedNotification("signature")
-        if params.get('app_id') != self.gateway.app:
+        if params.get('app_id') != self.credentials.app:
             raise ForgedNotification("another application")
+        # ISV on a platform account: the operator's application its
+        # authorization was checked for (Set Keys)
+        if (self.auth_token and self.gateway.auth_app
+                and params.get('auth_app_id') != self.gateway.auth_app):
+            raise ForgedNotification("another operator")
         # ISV: every operator's notifications are signed for the platform's
         # application; the seller is the operator (its PID)
         if self.auth_token and params.get('seller_id') != (

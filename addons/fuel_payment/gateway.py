@@ -10,8 +10,9 @@ from decimal import Decimal
 
 from trytond.i18n import gettext
 from trytond.model import ModelSQL, ModelView, fields
-from trytond.pool import PoolMeta
-from trytond.pyson import Eval
+from trytond.model.exceptions import AccessError
+from trytond.pool import Pool, PoolMeta
+from trytond.pyson import Bool, Eval
 from trytond.transaction import Transaction
 from trytond.wizard import Button, StateTransition, StateView, Wizard
 
@@ -51,6 +52,21 @@ GATEWAY_CODES = {
     'aggregator': {'unionpay', 'wechat', 'alipay'},
     'jdpay': {'jd'},
     }
+# the channels whose gateways may charge through a platform account:
+# WeChat Pay partner mode (服务商) and Alipay ISV mode
+PLATFORM_CHANNELS = ['wechat', 'alipay']
+# the fields only platform administrators change on a gateway charging
+# through a platform account: they say for whom it charges
+PLATFORM_GUARDED = {
+    'channel', 'merchant', 'sub_merchant', 'sub_app', 'platform_account'}
+# what a gateway on a platform account takes from it: the merchant
+# account (WeChat; Alipay's seller stays the operator's), its app, keys
+# and certificates, and the channel's address; the rest (sub-merchant,
+# Alipay authorization and seller, notify_url, apps, deadlines,
+# accounts) stays the gateway's own
+PLATFORM_FIELDS = [
+    'merchant', 'app', 'key_serial', 'platform_key', 'platform_key_id',
+    'app_cert', 'platform_cert', 'root_cert', 'url']
 
 
 def code_channel(code):
@@ -118,6 +134,23 @@ class Notification:
     id: str
     number: str
     result: Result
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    """What a provider signs, verifies and calls with: the gateway's own,
+    or its platform account's (Gateway.credentials)"""
+    merchant: str | None
+    app: str | None
+    key_serial: str | None
+    private_key: str | None
+    api_key: str | None
+    platform_key: str | None
+    platform_key_id: str | None
+    app_cert: str | None
+    platform_cert: str | None
+    root_cert: str | None
+    url: str | None
 
 
 class TransientError(Exception):
@@ -235,8 +268,43 @@ class Gateway(ModelSQL, ModelView):
     active = fields.Boolean("Active")
     channel = fields.Selection(CHANNELS, "Channel", required=True)
     merchant = fields.Char(
-        "Merchant ID", required=True,
-        help="The merchant number the channel gave (mchid, partner id).")
+        "Merchant ID",
+        states={
+            'required': Eval('channel') != 'wechat',
+            },
+        help="The merchant number the channel gave (mchid, partner id); "
+        "Alipay ISV: the operator's PID (seller); empty for a WeChat "
+        "gateway on a platform account (the platform's is used).")
+    # a SaaS platform's own merchant account (WeChat Pay service
+    # provider, Alipay ISV application) that the operators' gateways
+    # charge through: its credentials are kept once, on it
+    shared = fields.Boolean(
+        "Shared Platform Account",
+        states={
+            'invisible': ~Eval('channel').in_(PLATFORM_CHANNELS),
+            },
+        help="The platform's own merchant account (WeChat Pay service "
+        "provider, Alipay third-party application) that the operators' "
+        "gateways name as their Platform Account; only platform "
+        "administrators see it.")
+    platform_account = fields.Many2One(
+        'fuel.payment.gateway', "Platform Account", ondelete='RESTRICT',
+        # the channel is checked by validate_fields, with its own message
+        domain=[('shared', '=', True)],
+        states={
+            'invisible': ~Eval('channel').in_(PLATFORM_CHANNELS),
+            },
+        help="The platform's shared account whose merchant ID, app, keys "
+        "and certificates this gateway charges with (WeChat Pay partner "
+        "mode for the Sub-merchant ID, Alipay ISV mode with the "
+        "operator's authorization); set by platform administrators.")
+    platform_account_name = fields.Function(
+        fields.Char(
+            "Platform Account",
+            states={
+                'invisible': ~Eval('platform_account_name'),
+                }),
+        'get_platform_account_name')
     app = fields.Char(
         "App ID", help="The application the merchant is bound to (appid).")
     client_apps = fields.Char(
@@ -279,6 +347,22 @@ class Gateway(ModelSQL, ModelView):
         "App Auth Token", loading='lazy',
         help="Alipay third-party application mode (ISV): the operator's "
         "authorization of the platform's application (app_auth_token).")
+    auth_app = fields.Char(
+        "Authorizer App ID", readonly=True,
+        states={
+            'invisible': Eval('channel') != 'alipay',
+            },
+        help="Alipay ISV mode: the operator's application the "
+        "authorization was given from (auth_app_id), as Alipay told when "
+        "Set Keys checked the token; notifications of another are "
+        "refused.")
+    auth_expiry = fields.DateTime(
+        "Authorization Expiry", readonly=True,
+        states={
+            'invisible': Eval('channel') != 'alipay',
+            },
+        help="Alipay ISV mode: when the operator's authorization ends, as "
+        "Alipay told when Set Keys checked the token.")
     platform_key = fields.Text(
         "Platform Public Key",
         help="The channel's public key (PEM) that signs its answers.")
@@ -376,10 +460,15 @@ class Gateway(ModelSQL, ModelView):
 
     @classmethod
     def get_has_keys(cls, gateways, name):
-        # read by SQL: nobody may read the keys through the ORM
+        # read by SQL: nobody may read the keys through the ORM; the keys
+        # of a gateway on a platform account are the platform account's,
+        # its authorization its own
         table = cls.__table__()
         cursor = Transaction().connection.cursor()
-        result = dict.fromkeys((g.id for g in gateways), False)
+        if name == 'has_keys':
+            holders = {g.id: g.account.id for g in gateways}
+        else:
+            holders = {g.id: g.id for g in gateways}
         column = {
             'has_keys': table.private_key,
             'has_app_auth_token': table.app_auth_token,
@@ -387,20 +476,46 @@ class Gateway(ModelSQL, ModelView):
         cursor.execute(*table.select(
                 table.id,
                 where=fields.SQL_OPERATORS['in'](
-                    table.id, [g.id for g in gateways])
+                    table.id, list(set(holders.values())))
                 & (column != None)))  # noqa: E711
-        for gateway_id, in cursor:
-            result[gateway_id] = True
-        return result
+        with_keys = {i for i, in cursor}
+        return {g: h in with_keys for g, h in holders.items()}
+
+    @classmethod
+    def get_platform_account_name(cls, gateways, name):
+        # the name only: operator users may not read the platform's
+        # record (gateway.xml), its name is all they are shown of it
+        return {
+            g.id: g.platform_account.name if g.platform_account else None
+            for g in gateways}
+
+    @property
+    def account(self):
+        """The gateway whose merchant account, app and keys the channel's
+        calls use: the platform account, else the gateway itself"""
+        return self.platform_account or self
 
     def secrets(self):
-        "Return the private key and API key, read by SQL"
+        """Return the private key and API key, read by SQL: the platform
+        account's for a gateway on one"""
         table = self.__table__()
         cursor = Transaction().connection.cursor()
         cursor.execute(*table.select(
                 table.private_key, table.api_key,
-                where=table.id == self.id))
+                where=table.id == self.account.id))
         return cursor.fetchone()
+
+    def credentials(self):
+        """Return the Credentials the provider uses: those of the platform
+        account (PLATFORM_FIELDS and its keys) for a gateway on one, but
+        Alipay's merchant, which stays the operator's PID (the seller);
+        the gateway's own otherwise"""
+        account = self.account
+        values = {name: getattr(account, name) for name in PLATFORM_FIELDS}
+        if self.channel != 'wechat':
+            values['merchant'] = self.merchant
+        values['private_key'], values['api_key'] = self.secrets()
+        return Credentials(**values)
 
     def auth_token(self):
         "Return Alipay's app_auth_token (ISV mode) or None, read by SQL"
@@ -421,6 +536,10 @@ class Gateway(ModelSQL, ModelView):
     @classmethod
     def validate_fields(cls, gateways, field_names):
         super().validate_fields(gateways, field_names)
+        if field_names & {
+                'channel', 'merchant', 'shared', 'platform_account',
+                'sub_merchant'}:
+            cls.check_platform_account(gateways)
         if field_names & {'channel', 'sub_merchant', 'sub_app'}:
             for gateway in gateways:
                 if ((gateway.sub_merchant and gateway.channel != 'wechat')
@@ -434,17 +553,90 @@ class Gateway(ModelSQL, ModelView):
             for gateway in gateways:
                 check_certificates(gateway)
 
+    @classmethod
+    def check_platform_account(cls, gateways):
+        "Check the platform accounts of gateways and their merchant ID"
+        for gateway in gateways:
+            platform = gateway.platform_account
+            if not gateway.merchant and not (
+                    platform and gateway.channel == 'wechat'):
+                raise GatewayError(gettext(
+                        'fuel_payment.msg_gateway_merchant',
+                        gateway=gateway.rec_name))
+            if gateway.shared and (
+                    gateway.channel not in PLATFORM_CHANNELS):
+                raise GatewayError(gettext(
+                        'fuel_payment.msg_gateway_platform_channel',
+                        gateway=gateway.rec_name,
+                        platform=gateway.rec_name))
+            # a shared account holds its own credentials: the accounts
+            # never chain (nor name themselves)
+            if gateway.shared and platform:
+                raise GatewayError(gettext(
+                        'fuel_payment.msg_gateway_platform_nested',
+                        gateway=gateway.rec_name,
+                        platform=platform.rec_name))
+            if not platform:
+                continue
+            # not shared: unmarked after the gateway named it
+            if (platform.channel != gateway.channel
+                    or not platform.shared):
+                raise GatewayError(gettext(
+                        'fuel_payment.msg_gateway_platform_channel',
+                        gateway=gateway.rec_name,
+                        platform=platform.rec_name))
+            if gateway.channel == 'wechat' and not gateway.sub_merchant:
+                raise GatewayError(gettext(
+                        'fuel_payment.msg_gateway_platform_sub_merchant',
+                        gateway=gateway.rec_name,
+                        platform=platform.rec_name))
+        # the gateways charging through a platform account made shared no
+        # more or moved to another channel
+        shared = [g for g in gateways if g.id is not None and g.id >= 0]
+        if shared:
+            users = cls.search([('platform_account', 'in', shared)])
+            users = [g for g in users if g not in gateways]
+            if users:
+                cls.check_platform_account(users)
+
+    @classmethod
+    def check_modification(cls, mode, gateways, values=None, external=False):
+        super().check_modification(
+            mode, gateways, values=values, external=external)
+        # the sub-merchant (WeChat) and the seller (Alipay) say for whom
+        # the platform's merchant account charges and refunds: only the
+        # platform's administrators change them, as the link itself
+        # (field access in gateway.xml)
+        if (mode == 'write' and external
+                and values.keys() & PLATFORM_GUARDED
+                and not cls._platform_administrator()):
+            for gateway in gateways:
+                if gateway.platform_account:
+                    raise AccessError(gettext(
+                            'fuel_payment.msg_gateway_platform_write',
+                            gateway=gateway.rec_name,
+                            platform=gateway.platform_account.rec_name))
+
+    @staticmethod
+    def _platform_administrator():
+        pool = Pool()
+        ModelData = pool.get('ir.model.data')
+        User = pool.get('res.user')
+        return ModelData.get_id('fuel_station', 'group_fuel_admin') in (
+            User.get_groups())
+
     def get_provider(self):
         return PROVIDERS[self.channel](self)
 
     def check_client_app(self, app):
         """Return the app id an in-app payment is made from (the gateway's
         App ID when app is empty); raise if the merchant has not bound it"""
-        allowed = [self.app] if self.app else []
+        app_id = self.account.app
+        allowed = [app_id] if app_id else []
         allowed += (self.client_apps or '').split()
         if self.sub_app:
             allowed.append(self.sub_app)
-        app = (app or '').strip() or self.app
+        app = (app or '').strip() or app_id
         if not app or app not in allowed:
             raise GatewayError(gettext(
                     'fuel_payment.msg_gateway_client_app',
@@ -454,7 +646,9 @@ class Gateway(ModelSQL, ModelView):
     @classmethod
     def copy(cls, gateways, default=None):
         default = default.copy() if default is not None else {}
-        for name in ['private_key', 'api_key', 'app_auth_token']:
+        for name in [
+                'private_key', 'api_key', 'app_auth_token', 'auth_app',
+                'auth_expiry']:
             default.setdefault(name, None)
         return super().copy(gateways, default=default)
 
@@ -468,13 +662,24 @@ class GatewaySetKeysStart(ModelView):
     "Set Gateway Keys"
     __name__ = 'fuel.payment.gateway.set_keys.start'
     private_key = fields.Text(
-        "Private Key", required=True,
+        "Private Key",
+        states={
+            'required': ~Eval('platform'),
+            'invisible': Bool(Eval('platform')),
+            },
         help="Paste the merchant's RSA private key (PEM).")
     api_key = fields.Char(
         "API Key", strip=False,
+        states={
+            'invisible': Bool(Eval('platform')),
+            },
         help="WeChat Pay: the APIv3 key. JD Pay: the DES key (base64), "
         "required.")
     channel = fields.Selection(CHANNELS, "Channel", readonly=True)
+    platform = fields.Boolean(
+        "On a Platform Account", readonly=True,
+        help="The gateway charges with its platform account's keys: only "
+        "the operator's Alipay authorization is set here.")
     app_auth_token = fields.Char(
         "App Auth Token",
         states={
@@ -497,19 +702,31 @@ class GatewaySetKeys(Wizard):
     set_ = StateTransition()
 
     def default_start(self, fields):
-        return {'channel': self.record.channel}
+        values = {'channel': self.record.channel}
+        platform = self.record.platform_account
+        if platform:
+            if self.record.channel != 'alipay':
+                # nothing of the operator's own to set
+                raise GatewayError(gettext(
+                        'fuel_payment.msg_gateway_platform_keys',
+                        gateway=self.record.rec_name,
+                        platform=platform.rec_name))
+            values['platform'] = True
+        return values
 
     def transition_set_(self):
+        gateway = self.record
+        token = None
+        if gateway.channel == 'alipay':
+            token = (self.start.app_auth_token or '').strip() or None
         values = {
             'private_key': self.start.private_key,
             'api_key': self.start.api_key,
             }
-        if self.record.channel == 'alipay':
-            values['app_auth_token'] = self.start.app_auth_token or None
         # the wizard's session must not keep the keys
         self.start.private_key = self.start.api_key = None
         self.start.app_auth_token = None
-        if self.record.channel == 'jdpay':
+        if gateway.channel == 'jdpay':
             # imported here: the providers import this module
             from .jdpay import des_key
             try:
@@ -517,9 +734,44 @@ class GatewaySetKeys(Wizard):
             except ValueError:
                 raise GatewayError(gettext(
                         'fuel_payment.msg_gateway_jdpay_des_key',
-                        gateway=self.record.rec_name)) from None
-        self.model.write([self.record], values)
+                        gateway=gateway.rec_name)) from None
+        if not gateway.platform_account:
+            # first: the token is checked with these keys; an error below
+            # rolls the whole wizard back
+            self.model.write([gateway], values)
+        if gateway.channel == 'alipay':
+            self.model.write([gateway], self._authorization(gateway, token))
         return 'end'
+
+    @staticmethod
+    def _authorization(gateway, token):
+        """Return the values storing the operator's Alipay authorization
+        (ISV mode) once Alipay said it is valid and the operator's (its
+        user_id the gateway's Merchant ID), with its application and
+        expiry; raise otherwise"""
+        values = {
+            'app_auth_token': token, 'auth_app': None, 'auth_expiry': None}
+        if token:
+            try:
+                info = gateway.get_provider().query_auth_token(token)
+            except TransientError:
+                raise GatewayError(gettext(
+                        'fuel_payment.msg_gateway_alipay_token_unreachable',
+                        gateway=gateway.rec_name)) from None
+            except PermanentError as exception:
+                raise GatewayError(gettext(
+                        'fuel_payment.msg_gateway_alipay_token_refused',
+                        gateway=gateway.rec_name,
+                        error=str(exception))) from None
+            if info['user_id'] != gateway.merchant:
+                raise GatewayError(gettext(
+                        'fuel_payment.msg_gateway_alipay_token_seller',
+                        gateway=gateway.rec_name,
+                        user=info['user_id'] or '',
+                        merchant=gateway.merchant))
+            values['auth_app'] = info['auth_app_id']
+            values['auth_expiry'] = info['expiry']
+        return values
 
 
 class PaymentMethod(metaclass=PoolMeta):

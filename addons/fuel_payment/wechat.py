@@ -95,22 +95,23 @@ class WeChatProvider(Provider):
 
     def __init__(self, gateway):
         super().__init__(gateway)
-        private_key, api_key = gateway.secrets()
         # partner mode: merchant, app and keys are the platform's (sp_mchid,
-        # sp_appid), the SDK takes the partner paths and every call names
-        # the operator's sub-merchant
+        # sp_appid; on the gateway or on its platform account), the SDK
+        # takes the partner paths and every call names the operator's
+        # sub-merchant
+        self.credentials = credentials = gateway.credentials()
         self.client = point_sdk_at(WeChatPay(
                 wechatpay_type=WeChatPayType.NATIVE,
-                mchid=gateway.merchant,
-                private_key=private_key,
-                cert_serial_no=gateway.key_serial,
-                appid=gateway.app,
-                apiv3_key=api_key,
+                mchid=credentials.merchant,
+                private_key=credentials.private_key,
+                cert_serial_no=credentials.key_serial,
+                appid=credentials.app,
+                apiv3_key=credentials.api_key,
                 notify_url=gateway.notify_url,
                 partner_mode=gateway.partner,
                 timeout=TIMEOUT,
-                public_key=gateway.platform_key,
-                public_key_id=gateway.platform_key_id), gateway.url)
+                public_key=credentials.platform_key,
+                public_key_id=credentials.platform_key_id), credentials.url)
 
     def _sub(self, app=False):
         """The sub-merchant keywords of an SDK call in partner mode:
@@ -211,7 +212,7 @@ class WeChatProvider(Provider):
             if gateway.sub_app:
                 kwargs['sub_appid'] = gateway.sub_app
             own = app == gateway.sub_app
-            appid = gateway.app
+            appid = self.credentials.app
             if payment.payer:
                 payer = {
                     'sub_openid' if own else 'sp_openid': payment.payer}
@@ -243,7 +244,7 @@ class WeChatProvider(Provider):
             # call (the service provider in partner mode)
             params = {
                 'appid': app,
-                'partnerid': gateway.merchant,
+                'partnerid': self.credentials.merchant,
                 'prepayid': prepay_id,
                 'package': 'Sign=WXPay',
                 'noncestr': nonce,
@@ -339,7 +340,7 @@ class WeChatProvider(Provider):
                 else None))
 
     def bill_name(self, date):
-        merchant = self.gateway.merchant
+        merchant = self.credentials.merchant
         if self.gateway.partner:
             merchant += f'-{self.gateway.sub_merchant}'
         return f'wechat-{merchant}-{date.isoformat()}.csv.gz'
@@ -368,11 +369,11 @@ class WeChatProvider(Provider):
         resource = data.get('resource') or {}
         if self.gateway.partner:
             # signed for the platform: any of its sub-merchants' payments
-            if (resource.get('sp_mchid') != self.gateway.merchant
+            if (resource.get('sp_mchid') != self.credentials.merchant
                     or resource.get('sub_mchid')
                     != self.gateway.sub_merchant):
                 raise ForgedNotification("another sub-merchant")
-        elif resource.get('mchid') != self.gateway.merchant:
+        elif resource.get('mchid') != self.credentials.merchant:
             raise ForgedNotification("another merchant")
         if not data.get('id') or not resource.get('out_trade_no'):
             raise ForgedNotification("incomplete")

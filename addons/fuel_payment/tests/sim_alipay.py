@@ -16,7 +16,12 @@ takes the application as a third-party application (ISV) of those
 merchants: every call must carry a known `app_auth_token` among its
 signed common parameters (`20001` `aop.invalid-app-auth-token`
 otherwise), acts for that token's seller (trades, bills) and notifies
-with `seller_id` and `auth_app_id`.
+with `seller_id` and `auth_app_id`. It answers
+`alipay.open.auth.token.app.query` (the token in biz_content, none among
+the common parameters) with the token's `user_id`, `auth_app_id`,
+`expires_in`, `auth_start`, `auth_end`, `auth_methods` and `status`
+(`invalid` for the tokens of `withdrawn_tokens`), 20001
+`aop.invalid-app-auth-token` for an unknown one.
 
 In-app: it makes `alipay.trade.create` trades (JSAPI_PAY) bound to their
 buyer and mini program, and `client_pays` acts as the Alipay client that
@@ -57,6 +62,12 @@ INVALID_AUTH_TOKEN = {
     'code': '20001', 'msg': 'Insufficient Token Permissions',
     'sub_code': 'aop.invalid-app-auth-token',
     'sub_msg': '无效的应用授权令牌'}
+# the query of an authorization: the token is its subject, not a common
+# parameter
+AUTH_TOKEN_QUERY = 'alipay.open.auth.token.app.query'
+# how long the simulated authorizations last (Alipay's are given for a
+# year, as its expires_in examples show)
+AUTH_SECONDS = 365 * 24 * 3600
 # certificate mode: Alipay's answers to a request without or with unknown
 # certificate SNs (sub codes as Alipay's SDKs and users report them:
 # isv.app-cert-not-exist "应用公钥证书不存在" for an SN Alipay does not
@@ -202,6 +213,8 @@ class AlipaySimulator:
         self.app_id = app_id
         self.pid = pid
         self.auth_tokens = dict(auth_tokens or {})
+        # tokens the operators withdrew: the query says status invalid
+        self.withdrawn_tokens = set()
         self.app_key = new_key()
         self.alipay_key = new_key()
         self.cert_mode = cert_mode
@@ -367,7 +380,7 @@ class AlipaySimulator:
                 return
             biz = json.loads(params.get('biz_content') or '{}')
             seller = None
-            if self.auth_tokens:
+            if self.auth_tokens and method != AUTH_TOKEN_QUERY:
                 seller = self.auth_tokens.get(params.get('app_auth_token'))
                 if seller is None:
                     self.answer(request, response_type, INVALID_AUTH_TOKEN)
@@ -498,6 +511,25 @@ class AlipaySimulator:
                 'out_trade_no': trade.out_trade_no,
                 'trade_no': trade.trade_no})
 
+    def alipay_open_auth_token_app_query(self, biz, params):
+        token = biz.get('app_auth_token')
+        if token not in self.auth_tokens:
+            return INVALID_AUTH_TOKEN
+        seller, app = self.auth_tokens[token]
+        start = dt.datetime.now(BEIJING)
+        end = start + dt.timedelta(seconds=AUTH_SECONDS)
+        return self.success({
+                'user_id': seller,
+                'auth_app_id': app,
+                'expires_in': AUTH_SECONDS,
+                'auth_methods': ['alipay.trade.pay', 'alipay.trade.refund'],
+                'auth_start': start.strftime('%Y-%m-%d %H:%M:%S'),
+                'auth_end': end.strftime('%Y-%m-%d %H:%M:%S'),
+                'status': (
+                    'invalid' if token in self.withdrawn_tokens
+                    else 'valid'),
+                })
+
     def alipay_trade_query(self, biz, params):
         trade = self.find(biz, params)
         if trade is None:
@@ -619,9 +651,10 @@ class AlipaySimulator:
             self.trades[out_trade_no].pay()
 
     def notification(self, out_trade_no, forge=False, notify_id=None,
-            seller_id=None):
+            seller_id=None, auth_app_id=None):
         """Return (headers, body) of the form Alipay posts to notify_url;
-        seller_id names another seller in it (signed as Alipay signs any)"""
+        seller_id (auth_app_id) names another seller (authorizer's
+        application) in it (signed as Alipay signs any)"""
         trade = self.trades[out_trade_no]
         params = {
             'notify_time': now_text(),
@@ -645,6 +678,8 @@ class AlipaySimulator:
             params['auth_app_id'] = trade.seller[1]
         if seller_id:
             params['seller_id'] = seller_id
+        if auth_app_id:
+            params['auth_app_id'] = auth_app_id
         message = '&'.join('%s=%s' % kv for kv in sorted(params.items()))
         params['sign'] = sign(new_key() if forge else self.alipay_key, message)
         params['sign_type'] = 'RSA2'

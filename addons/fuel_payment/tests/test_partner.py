@@ -43,6 +43,8 @@ SUB_APPID = 'wxsub000000001'
 AUTH_TOKEN = '202512BBd3f8a0c1e5e94c2e9f0b7a1d6c3e5X01'
 SELLER = '2088000000000201'
 AUTH_APP = '2021000000000201'
+# a second authorization of the same operator (it authorized again)
+NEW_AUTH_TOKEN = '202512BBd3f8a0c1e5e94c2e9f0b7a1d6c3e5X02'
 
 
 class WeChatPartnerTestCase(
@@ -291,7 +293,9 @@ class AlipayISVTestCase(
 
     simulators = {
         'simulator': functools.partial(
-            AlipaySimulator, auth_tokens={AUTH_TOKEN: (SELLER, AUTH_APP)}),
+            AlipaySimulator, auth_tokens={
+                AUTH_TOKEN: (SELLER, AUTH_APP),
+                NEW_AUTH_TOKEN: (SELLER, AUTH_APP)}),
         }
 
     @classmethod
@@ -430,11 +434,22 @@ class AlipayISVTestCase(
                     set_keys.default_start(None), {'channel': 'alipay'})
                 set_keys.start.private_key = private_key
                 set_keys.start.api_key = None
-                set_keys.start.app_auth_token = 'new-token'
+                # Alipay is asked first: a token it does not know is
+                # refused, the old one kept
+                set_keys.start.app_auth_token = 'unknown-token'
+                with self.assertRaises(UserError) as cm:
+                    set_keys.transition_set_()
+                self.assertTrue(cm.exception.message.startswith(message(
+                            'msg_gateway_alipay_token_refused',
+                            gateway=gateway.rec_name, error='').rstrip()))
+                self.assertEqual(Gateway(gateway.id).auth_token(), AUTH_TOKEN)
+                set_keys.start.private_key = private_key
+                set_keys.start.app_auth_token = NEW_AUTH_TOKEN
                 self.assertEqual(set_keys.transition_set_(), 'end')
                 self.assertIsNone(set_keys.start.app_auth_token)
                 self.assertIsNone(set_keys.start.private_key)
-        self.assertEqual(Gateway(gateway.id).auth_token(), 'new-token')
+        self.assertEqual(Gateway(gateway.id).auth_token(), NEW_AUTH_TOKEN)
+        self.assertEqual(Gateway(gateway.id).auth_app, AUTH_APP)
         with Transaction().set_user(attendant.id), check_access():
             with self.assertRaises(AccessError):
                 Gateway.read([gateway.id], ['app_auth_token'])
