@@ -79,6 +79,9 @@ TIME_FORMAT = '%Y-%m-%d %H:%M:%S'
 # the SDK (alipay.trade.app.pay, no server call)
 JSAPI_PAY = 'JSAPI_PAY'
 APP_PAY = 'QUICK_MSECURITY_PAY'
+# a page in the phone's browser sends it to the signed address of
+# alipay.trade.wap.pay (手机网站支付)
+WAP_PAY = 'QUICK_WAP_WAY'
 # the payer of alipay.trade.create: the user id (buyer_id, 16 digits
 # starting 2088) or the newer per-application open id (buyer_open_id,
 # e.g. 074a1CcTG1LelxKe4x...); routed by the value's form
@@ -357,11 +360,11 @@ class AlipayProvider(Provider):
 
     # ---- in-app --------------------------------------------------------
 
-    app_clients = frozenset({'mini_program', 'jsapi', 'app'})
+    app_clients = frozenset({'mini_program', 'jsapi', 'app', 'h5'})
     payer_clients = frozenset({'mini_program', 'jsapi'})
 
     def create_app(self, payment):
-        if payment.client == 'app':
+        if payment.client in {'app', 'h5'}:
             return self._app_order(payment)
         biz_content = {
             'out_trade_no': payment.number,
@@ -393,8 +396,10 @@ class AlipayProvider(Provider):
 
     def _app_order(self, payment):
         """The order string of alipay.trade.app.pay the mobile app hands to
-        Alipay's SDK: signed here, sent by the app; Alipay knows the trade
-        once the driver opens it"""
+        Alipay's SDK, or for a page in the phone's browser (h5) the address
+        of alipay.trade.wap.pay it sends the browser to: signed here, sent
+        by the driver's phone; Alipay knows the trade once the driver opens
+        it"""
         app = self.credentials.app
         if (payment.client_app or app) != app:
             # the string is signed with the gateway's application key
@@ -406,13 +411,21 @@ class AlipayProvider(Provider):
         self._check_isv()
         if self.auth_token:
             kwargs['app_auth_token'] = self.auth_token
-        order = self.client.client_api('alipay.trade.app.pay', {
+        wap = payment.client == 'h5'
+        order = self.client.client_api(
+            'alipay.trade.wap.pay' if wap else 'alipay.trade.app.pay', {
                 'out_trade_no': payment.number,
                 'subject': self._subject(payment),
                 'total_amount': str(payment.amount),
-                'product_code': APP_PAY,
+                'product_code': WAP_PAY if wap else APP_PAY,
                 'time_expire': format_time(payment.deadline),
                 }, **kwargs)
+        if wap:
+            # a GET of the gateway with the signed parameters (the SDK's
+            # gateway address, the channel's or the gateway's URL)
+            return Result(
+                state='pending',
+                params={'url': f'{self.client._gateway}?{order}'})
         return Result(state='pending', params={'orderStr': order})
 
     def query(self, payment):

@@ -38,11 +38,13 @@ CODE_ROUTES = [
     ]
 # the wallet clients an in-app payment (kind app) is made from: WeChat's
 # official account pages (JSAPI) and Alipay's life account pages, a mini
-# program, a mobile app with the wallet's SDK
+# program, a mobile app with the wallet's SDK, a web page in the phone's
+# browser that hands over to the wallet (H5)
 APP_CLIENTS = [
     ('jsapi', "Official Account Page (JSAPI)"),
     ('mini_program', "Mini Program"),
     ('app', "Mobile App"),
+    ('h5', "Phone Browser (H5)"),
     ]
 # the code channels each gateway's provider charges: an aggregator takes
 # the wallets' codes through its own merchant account
@@ -183,6 +185,8 @@ class Provider:
     # that must name the payer (the customer's id in the client app)
     app_clients = frozenset()
     payer_clients = frozenset()
+    # those that must name the IP address of the driver's phone
+    ip_clients = frozenset()
 
     def __init__(self, gateway):
         self.gateway = gateway

@@ -7,6 +7,7 @@ fuel order,
 polled while the customer confirms, reversed at the deadline, settled by
 the first valid notification or query, refunded in whole or part"""
 import datetime as dt
+import ipaddress
 import json
 import logging
 from decimal import Decimal
@@ -104,6 +105,13 @@ class GatewayPayment(Workflow, ModelSQL, ModelView):
             },
         help="The driver's identifier in the client application (WeChat "
         "openid, Alipay user id).")
+    client_ip = fields.Char(
+        "Client IP Address", readonly=True,
+        states={
+            'invisible': Eval('client') != 'h5',
+            },
+        help="The public address of the driver's phone that opened the "
+        "payment page (H5).")
     client_params = fields.Text(
         "Client Parameters", readonly=True,
         states={
@@ -332,11 +340,13 @@ class GatewayPayment(Workflow, ModelSQL, ModelView):
         return method
 
     @classmethod
-    def check_app(cls, method, client, payer=None, app=None):
+    def check_app(cls, method, client, payer=None, app=None,
+            client_ip=None):
         """Return the in-app fields of a payment by method's gateway from
-        client (APP_CLIENTS) of app for payer; raise a translated error if
-        the channel does not pay from client, the payer is missing or the
-        merchant has not bound app"""
+        client (APP_CLIENTS) of app for payer from client_ip; raise a
+        translated error if the channel does not pay from client, the
+        payer or the phone's address is missing or the merchant has not
+        bound app"""
         gateway = method.gateway
         with without_check_access():
             provider = gateway.get_provider()
@@ -349,27 +359,37 @@ class GatewayPayment(Workflow, ModelSQL, ModelView):
         if client in provider.payer_clients and not payer:
             raise GatewayError(gettext(
                     'fuel_payment.msg_gateway_app_payer', client=client))
+        client_ip = (client_ip or '').strip() or None
+        if client in provider.ip_clients:
+            try:
+                ipaddress.ip_address(client_ip or '')
+            except ValueError:
+                raise GatewayError(gettext(
+                        'fuel_payment.msg_gateway_app_client_ip',
+                        client=client, address=client_ip or '')) from None
         return {
             'client': client,
             'client_app': gateway.check_client_app(app),
             'payer': payer,
+            'client_ip': client_ip,
             }
 
     @classmethod
     def create_app(cls, order, method, client, payer=None, app=None,
-            amount=None):
+            amount=None, client_ip=None):
         """Create an in-app payment of method's channel for order, made
         from client (jsapi: an official account page, mini_program, app: a
-        mobile app) of the application app (the gateway's App ID when
-        empty) by payer (the driver's openid or user id in that app, where
-        the client needs it); return the payment id: its `status` gives the
-        client_params the app hands to the wallet once the channel
-        answered"""
+        mobile app, h5: a page in the phone's browser at client_ip) of the
+        application app (the gateway's App ID when empty) by payer (the
+        driver's openid or user id in that app, where the client needs
+        it); return the payment id: its `status` gives the client_params
+        the app hands to the wallet once the channel answered"""
         pool = Pool()
         Order = pool.get('fuel.payment.order')
         order = Order(int(order))
         method = cls.check_method(order.company, method)
-        values = cls.check_app(method, client, payer=payer, app=app)
+        values = cls.check_app(
+            method, client, payer=payer, app=app, client_ip=client_ip)
         payment = cls._new(
             order, method, amount, 'app', 'customer', **values)
         cls.__queue__.submit([payment])

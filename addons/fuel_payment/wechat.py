@@ -74,6 +74,7 @@ APP_PAY_TYPES = {
     'jsapi': WeChatPayType.JSAPI,
     'mini_program': WeChatPayType.MINIPROG,
     'app': WeChatPayType.APP,
+    'h5': WeChatPayType.H5,
     }
 
 
@@ -92,6 +93,9 @@ class WeChatProvider(Provider):
     app_clients = frozenset(APP_PAY_TYPES)
     # JSAPI and mini programs pay as the openid of the user in the app
     payer_clients = frozenset({'jsapi', 'mini_program'})
+    # H5 (a page in the phone's browser): WeChat checks the phone that
+    # opens the h5_url is at the address given
+    ip_clients = frozenset({'h5'})
 
     def __init__(self, gateway):
         super().__init__(gateway)
@@ -231,9 +235,19 @@ class WeChatProvider(Provider):
                 'currency': payment.currency.code},
             time_expire=expire.isoformat(timespec='seconds'),
             payer=payer if payment.client in self.payer_clients else None,
+            scene_info=(
+                {'payer_client_ip': payment.client_ip,
+                    'h5_info': {'type': 'Wap'}}
+                if payment.client == 'h5' else None),
             appid=appid,
             pay_type=APP_PAY_TYPES[payment.client],
             **kwargs)
+        if payment.client == 'h5':
+            # the page sends the browser there (adding &redirect_url= to
+            # come back), WeChat opens and pays it
+            if not data.get('h5_url'):
+                raise PermanentError("no h5_url")
+            return Result(state='pending', params={'h5_url': data['h5_url']})
         prepay_id = data.get('prepay_id')
         if not prepay_id:
             raise PermanentError("no prepay_id")

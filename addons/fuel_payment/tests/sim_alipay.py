@@ -598,6 +598,10 @@ class AlipaySimulator:
         with self.lock:
             if 'orderStr' in params:
                 trade = self.open_order(params['orderStr'])
+            elif 'url' in params:
+                # the phone's browser opens the signed wap.pay address
+                trade = self.open_order(
+                    urllib.parse.urlsplit(params['url']).query, wap=True)
             else:
                 trades = [
                     t for t in self.trades.values()
@@ -615,7 +619,7 @@ class AlipaySimulator:
             trade.pay()
             return trade
 
-    def open_order(self, order):
+    def open_order(self, order, wap=False):
         """The trade of a mobile app's order string, verified as a request:
         the app's RSA2 signature over the sorted k=v of the url-decoded
         parameters without sign, the certificate SNs in certificate mode"""
@@ -623,8 +627,8 @@ class AlipaySimulator:
         failure = self.check_certificates(params)
         if failure:
             raise ClientRefused(failure['sub_code'])
-        if (not self.verify(params)
-                or params.get('method') != 'alipay.trade.app.pay'):
+        method = 'alipay.trade.wap.pay' if wap else 'alipay.trade.app.pay'
+        if not self.verify(params) or params.get('method') != method:
             raise ClientRefused('isv.invalid-signature')
         seller = None
         if self.auth_tokens:
@@ -632,7 +636,8 @@ class AlipaySimulator:
             if seller is None:
                 raise ClientRefused(INVALID_AUTH_TOKEN['sub_code'])
         biz = json.loads(params['biz_content'])
-        if biz.get('product_code') != 'QUICK_MSECURITY_PAY':
+        if biz.get('product_code') != (
+                'QUICK_WAP_WAY' if wap else 'QUICK_MSECURITY_PAY'):
             raise ClientRefused('ACQ.INVALID_PARAMETER')
         trade = self.find(biz, {'seller': seller})
         if trade is None:

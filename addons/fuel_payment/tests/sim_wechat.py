@@ -88,6 +88,7 @@ TRADE_TYPES = {
     'qr': 'NATIVE',
     'jsapi': 'JSAPI',
     'app': 'APP',
+    'h5': 'MWEB',
     }
 
 
@@ -341,7 +342,8 @@ class WeChatSimulator:
             values = data if method == 'POST' else query
             refused = self.partner_refusal(
                 values,
-                path.endswith(('/codepay', '/native', '/jsapi', '/app')))
+                path.endswith(
+                    ('/codepay', '/native', '/jsapi', '/app', '/h5')))
             if refused:
                 self.error(request, *refused)
                 return
@@ -371,7 +373,8 @@ class WeChatSimulator:
                 self.orders[order.out_trade_no] = order
             self.answer(request, 200, {'code_url': order.code_url})
         elif method == 'POST' and path in {
-                '/v3/pay/transactions/jsapi', '/v3/pay/transactions/app'}:
+                '/v3/pay/transactions/jsapi', '/v3/pay/transactions/app',
+                '/v3/pay/transactions/h5'}:
             self.prepay(request, data, parts[-1], sub_mchid)
         elif (method == 'GET'
                 and path.startswith('/v3/pay/transactions/out-trade-no/')):
@@ -449,6 +452,12 @@ class WeChatSimulator:
         if 'sub_openid' in payer and not data.get('sub_appid'):
             self.error(request, 400, 'PARAM_ERROR', "sub_appid")
             return
+        scene = data.get('scene_info') or {}
+        if kind == 'h5' and not (
+                scene.get('payer_client_ip')
+                and (scene.get('h5_info') or {}).get('type')):
+            self.error(request, 400, 'PARAM_ERROR', "scene_info")
+            return
         order = self.find(data['out_trade_no'], sub_mchid)
         if order is not None and not order.same(data):
             self.error(request, 403, 'OUT_TRADE_NO_USED')
@@ -458,16 +467,44 @@ class WeChatSimulator:
             order.prepay_id = 'wx%s%s' % (
                 time.strftime('%d%H%M%S'), secrets.token_hex(12))
             self.orders[order.out_trade_no] = order
+        if kind == 'h5':
+            # the page WeChat's cashier opens from the phone's browser
+            self.answer(request, 200, {'h5_url': (
+                        'https://wx.tenpay.com/cgi-bin/mmpayweb-bin/checkmweb'
+                        '?prepay_id=%s&package=%s' % (
+                            order.prepay_id, secrets.randbelow(10 ** 10)))})
+            return
         self.answer(request, 200, {'prepay_id': order.prepay_id})
 
-    def client_pays(self, params, openid=None):
+    def client_pays(self, params, openid=None, ip=None):
         """The customer pays an in-app order in the WeChat client with the
         params the merchant's server gave (wx.requestPayment for JSAPI and
         mini programs, PayReq for apps), as WeChat checks them: the
         prepay_id exists, the app is the order's, the signature is the
         merchant's over appid, timestamp, nonce and package (prepayid for
         apps), the user (openid) is the order's payer, the order is open;
-        raise ValueError with WeChat's reason otherwise"""
+        raise ValueError with WeChat's reason otherwise; an h5_url is opened
+        by the phone's browser at ip, which must be the order's
+        payer_client_ip"""
+        if 'h5_url' in params:
+            query = dict(urllib.parse.parse_qsl(
+                    urllib.parse.urlsplit(params['h5_url']).query))
+            with self.lock:
+                orders = [
+                    o for o in self.orders.values()
+                    if o.prepay_id == query.get('prepay_id')
+                    and o.kind == 'h5']
+                if not orders:
+                    raise ValueError('PREPAY_ID_INVALID')
+                order, = orders
+                scene = order.data['scene_info']
+                if ip != scene['payer_client_ip']:
+                    # 网络环境未能通过安全验证
+                    raise ValueError('IP_NOT_MATCH')
+                if order.state != 'NOTPAY':
+                    raise ValueError('ORDER_' + order.state)
+                order.pay()
+                return order.out_trade_no
         if 'prepayid' in params:
             app, prepay_id = params['appid'], params['prepayid']
             message = [

@@ -221,6 +221,42 @@ class AlipayAppTestCase(
         self.assertEqual(payment.order.state, 'paid')
 
     @with_transaction()
+    def test_phone_browser_wap_pay(self):
+        """Test a page in the phone's browser (h5) gets the signed address
+        of alipay.trade.wap.pay; a changed one is refused; opened, it is
+        paid and the notification settles the order"""
+        pool = Pool()
+        Notification = pool.get('fuel.payment.gateway.notification')
+        Payment = pool.get('fuel.payment.gateway.payment')
+        company, setup, gateway, order = self.prepare()
+        with set_company(company):
+            payment = self.create_app(order, setup, 'h5')
+            params = payment.status()['client_params']
+            self.assertEqual(list(params), ['url'])
+            url = urllib.parse.urlsplit(params['url'])
+            self.assertEqual(
+                f'{url.scheme}://{url.netloc}{url.path}',
+                self.simulator.url)
+            values = dict(urllib.parse.parse_qsl(url.query))
+            self.assertEqual(values['method'], 'alipay.trade.wap.pay')
+            biz = json.loads(values['biz_content'])
+            self.assertEqual(biz['product_code'], 'QUICK_WAP_WAY')
+            self.assertEqual(biz['out_trade_no'], payment.number)
+            self.assertEqual(self.simulator.requests, [])
+            tampered = {'url': params['url'].replace('151.60', '1.60')}
+            with self.assertRaises(ClientRefused) as cm:
+                self.simulator.client_pays(tampered)
+            self.assertEqual(str(cm.exception), 'isv.invalid-signature')
+            self.simulator.client_pays(params)
+            self.assertEqual(
+                Notification.receive(
+                    gateway, *self.simulator.notification(payment.number)),
+                'accepted')
+        payment = Payment(payment.id)
+        self.assertEqual(payment.state, 'succeeded')
+        self.assertEqual(payment.order.state, 'paid')
+
+    @with_transaction()
     def test_unpaid_closed_at_deadline(self):
         """Test an unpaid mini program trade is closed at the deadline; an
         app order never opened is cancelled without Alipay knowing it, and

@@ -153,6 +153,44 @@ class WeChatAppTestCase(
         self.assertEqual(payment.order.state, 'paid')
 
     @with_transaction()
+    def test_phone_browser_h5(self):
+        """Test a page in the phone's browser (h5) gets WeChat's h5_url for
+        the phone's address; only that phone may pay it"""
+        pool = Pool()
+        Payment = pool.get('fuel.payment.gateway.payment')
+        company, setup, _gateway, _box, order = self.prepare()
+        with set_company(company):
+            with self.assertRaises(UserError) as cm:
+                Payment.create_app(
+                    order.id, setup['methods']['wechat'].id, 'h5',
+                    client_ip='not an address')
+            self.assertEqual(cm.exception.message, message(
+                    'msg_gateway_app_client_ip', client='h5',
+                    address='not an address'))
+            payment = self.create_app(
+                order, setup, 'h5', client_ip='203.0.113.7')
+            self.assertEqual(payment.client_ip, '203.0.113.7')
+            params = payment.status()['client_params']
+            self.assertEqual(list(params), ['h5_url'])
+            self.assertTrue(params['h5_url'].startswith(
+                    'https://wx.tenpay.com/cgi-bin/mmpayweb-bin/checkmweb?'))
+            data = self.simulator.orders[payment.number].data
+            self.assertEqual(data['scene_info'], {
+                    'payer_client_ip': '203.0.113.7',
+                    'h5_info': {'type': 'Wap'}})
+            self.assertNotIn('payer', data)
+            self.assertEqual(
+                self.simulator.requests[-1],
+                ('POST', '/v3/pay/transactions/h5'))
+            with self.assertRaisesRegex(ValueError, 'IP_NOT_MATCH'):
+                self.simulator.client_pays(params, ip='198.51.100.1')
+            self.simulator.client_pays(params, ip='203.0.113.7')
+            Payment.check([payment])
+        payment = Payment(payment.id)
+        self.assertEqual(payment.state, 'succeeded')
+        self.assertEqual(payment.order.state, 'paid')
+
+    @with_transaction()
     def test_unpaid_closed_at_deadline(self):
         """Test an in-app payment not paid by its deadline is closed at
         the channel and cancelled; the client cannot pay it any more"""
@@ -200,9 +238,9 @@ class WeChatAppTestCase(
                     'msg_gateway_client_app', app=OTHER_APP,
                     gateway=gateway.rec_name))
             with self.assertRaises(UserError) as cm:
-                Payment.create_app(order.id, wechat.id, 'h5')
+                Payment.create_app(order.id, wechat.id, 'pc')
             self.assertEqual(cm.exception.message, message(
-                    'msg_gateway_app_client', client='h5',
+                    'msg_gateway_app_client', client='pc',
                     gateway=gateway.rec_name))
             with self.assertRaises(UserError) as cm:
                 Payment.create_app(
