@@ -372,6 +372,17 @@ class Gateway(ModelSQL, ModelView):
         help="The channel's public key (PEM) that signs its answers.")
     platform_key_id = fields.Char(
         "Platform Public Key ID")
+    # WeChat platform certificate mode (平台证书模式): public, not secret;
+    # written by the provider (wechat.PlatformCertificates)
+    platform_certs = fields.Text(
+        "WeChat Platform Certificates", readonly=True,
+        states={
+            'invisible': Eval('channel') != 'wechat',
+            },
+        help="WeChat Pay without a Platform Public Key (platform "
+        "certificate mode): the platform certificates downloaded from "
+        "WeChat Pay (serial, validity, PEM), checked with the APIv3 key "
+        "and refreshed automatically.")
     # Alipay public key certificate mode (公钥证书模式): public, not secret
     app_cert = fields.Text(
         "App Public Key Certificate",

@@ -1,7 +1,10 @@
 # This file is part of fuelpay.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
 """WeChat Pay API v3 through wechatpayv3 (direct merchant or partner mode
-(服务商) with a sub-merchant, platform public key mode)"""
+(服务商) with a sub-merchant; platform public key mode (平台公钥模式), or
+platform certificate mode (平台证书模式) for a gateway without a Platform
+Public Key: the certificates are downloaded from /v3/certificates,
+checked and cached on the merchant account's gateway)"""
 import datetime as dt
 import gzip
 import hashlib
@@ -12,7 +15,11 @@ import time
 from decimal import Decimal, InvalidOperation
 
 import requests
+from cryptography import x509
+from trytond.transaction import Transaction
 from wechatpayv3 import WeChatPay, WeChatPayType
+from wechatpayv3.core import Core
+from wechatpayv3.utils import aes_decrypt, rsa_verify
 
 from .gateway import (
     BillFormatError,
@@ -35,6 +42,11 @@ logger = logging.getLogger(__name__)
 TIMEOUT = (5, 20)
 # a notification older than this is a replay (WeChat signs its time)
 NOTIFICATION_MAX_AGE = 300
+# platform certificate mode: WeChat's 下载平台证书 page advises to download
+# the list at intervals under 12 hours (a new certificate is listed 24
+# hours before it is used, the old one's expire_time moved 24 hours ahead)
+CERTIFICATES_MAX_AGE = dt.timedelta(hours=12)
+CERTIFICATES_PATH = '/v3/certificates'
 # error codes WeChat documents as "try again" rather than refusals
 TRANSIENT_CODES = {
     'SYSTEM_ERROR', 'SYSTEMERROR', 'BANKERROR', 'FREQUENCY_LIMITED'}
@@ -104,6 +116,21 @@ class WeChatProvider(Provider):
         # takes the partner paths and every call names the operator's
         # sub-merchant
         self.credentials = credentials = gateway.credentials()
+        if not (credentials.platform_key or credentials.platform_key_id):
+            # platform certificate mode (平台证书模式): the platform's
+            # certificates, cached on the account's gateway
+            self.client = point_sdk_at(CertificateWeChatPay(
+                    PlatformCertificates(gateway.account),
+                    wechatpay_type=WeChatPayType.NATIVE,
+                    mchid=credentials.merchant,
+                    private_key=credentials.private_key,
+                    cert_serial_no=credentials.key_serial,
+                    appid=credentials.app,
+                    apiv3_key=credentials.api_key,
+                    notify_url=gateway.notify_url,
+                    partner_mode=gateway.partner,
+                    timeout=TIMEOUT), credentials.url)
+            return
         self.client = point_sdk_at(WeChatPay(
                 wechatpay_type=WeChatPayType.NATIVE,
                 mchid=credentials.merchant,
@@ -394,6 +421,257 @@ class WeChatProvider(Provider):
         return Notification(
             id=data['id'], number=resource['out_trade_no'],
             result=self._trade_result(resource))
+
+
+class CertificateListError(Exception):
+    "A certificate list (/v3/certificates) that does not check"
+
+
+def _utcnow():
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _serial(value):
+    "A certificate serial (hex, any case, leading zeros) as an integer"
+    try:
+        return int(value or '', 16)
+    except ValueError:
+        return None
+
+
+class PlatformCertificates:
+    """The WeChat Pay platform certificates of a merchant account (the
+    gateway, or its platform account in partner mode) cached in its
+    platform_certs as JSON: {"fetched": UTC time of the download,
+    "certificates": {serial: {"effective": ..., "expire": ..., "pem":
+    ...}}, "merchant": the merchant ID they were downloaded for (a cache
+    of another, copied with the gateway, is ignored)}; public, read and
+    written by SQL (operators may not write the platform's record, the
+    provider runs without access rights)"""
+
+    def __init__(self, gateway):
+        self.gateway = gateway
+        self.merchant = gateway.merchant
+
+    def read(self):
+        table = self.gateway.__table__()
+        cursor = Transaction().connection.cursor()
+        cursor.execute(*table.select(
+                table.platform_certs, where=table.id == self.gateway.id))
+        row = cursor.fetchone()
+        try:
+            data = json.loads(row[0]) if row and row[0] else {}
+        except ValueError:
+            data = {}
+        return data if isinstance(data, dict) else {}
+
+    def certificates(self, data=None):
+        "The x509 certificates of the cache valid now"
+        data = self.read() if data is None else data
+        if data.get('merchant') != self.merchant:
+            return []
+        now = _utcnow()
+        result = []
+        for serial, value in (data.get('certificates') or {}).items():
+            try:
+                certificate = x509.load_pem_x509_certificate(
+                    value['pem'].encode())
+            except (KeyError, TypeError, ValueError):
+                continue
+            if (certificate.serial_number == _serial(serial)
+                    and _valid(certificate, now)):
+                result.append(certificate)
+        return result
+
+    def stale(self, data=None):
+        """Whether the cache should be downloaded again: empty, fetched
+        CERTIFICATES_MAX_AGE ago or more, or its newest certificate expires
+        within CERTIFICATES_MAX_AGE"""
+        data = self.read() if data is None else data
+        certificates = self.certificates(data)
+        if not certificates:
+            return True
+        now = _utcnow()
+        try:
+            fetched = dt.datetime.fromisoformat(data['fetched'])
+        except (KeyError, TypeError, ValueError):
+            return True
+        newest = max(c.not_valid_after_utc for c in certificates)
+        return (now - fetched >= CERTIFICATES_MAX_AGE
+            or newest.replace(tzinfo=None) - now <= CERTIFICATES_MAX_AGE)
+
+    def write(self, items):
+        "Store the checked certificates items (serial, effective, expire, pem)"
+        data = {
+            'fetched': _utcnow().isoformat(timespec='seconds'),
+            'merchant': self.merchant,
+            'certificates': {
+                serial: {'effective': effective, 'expire': expire, 'pem': pem}
+                for serial, effective, expire, pem in items},
+            }
+        transaction = Transaction()
+        if transaction.readonly:
+            # kept for this provider only; the next one downloads again
+            return
+        table = self.gateway.__table__()
+        transaction.connection.cursor().execute(*table.update(
+                [table.platform_certs],
+                [json.dumps(data, indent=1, sort_keys=True)],
+                where=table.id == self.gateway.id))
+
+
+def _valid(certificate, now):
+    return (certificate.not_valid_before_utc.replace(tzinfo=None) <= now
+        <= certificate.not_valid_after_utc.replace(tzinfo=None))
+
+
+class CertificateCore(Core):
+    """wechatpayv3's Core in platform certificate mode, its certificates
+    taken from and stored in a PlatformCertificates cache
+
+    The SDK's own way is unfit here: it downloads the list in its
+    constructor (from the production host, before point_sdk_at), keeps the
+    certificates in memory or files (cert_dir) and does not verify the
+    signature of the list's answer (skip_verify). Here the list is
+    downloaded when the cache is stale or an answer or a notification names
+    an unknown serial (Wechatpay-Serial), at most once per provider (the
+    SDK then looks the serial up again and refuses it if still unknown),
+    and accepted only whole: every certificate decrypts with the APIv3 key
+    (AEAD_AES_256_GCM), is valid now and has the serial it is listed
+    under, and the answer's signature verifies with a listed or a cached
+    certificate."""
+
+    def __init__(self, cache, **kwargs):
+        self._cache = cache
+        self._refreshed = False
+        self._listing = None
+        super().__init__(**kwargs)
+
+    def _init_certificates(self):
+        # called by Core.__init__ (no public key): no download here
+        data = self._cache.read()
+        self._certificates[:] = self._cache.certificates(data)
+        self._stale = self._cache.stale(data)
+
+    def _update_certificates(self):
+        # the SDK calls it on an unknown serial
+        if self._refreshed or self._listing is not None:
+            return
+        self._refreshed = True
+        self._stale = False
+        self._listing = []
+        try:
+            status, _ = self.request(CERTIFICATES_PATH)
+            if status != 200:
+                raise CertificateListError(f"HTTP {status}")
+            items = self._listing
+        except CertificateListError as exception:
+            # the cached certificates stay
+            logger.warning(
+                "WeChat certificate list of %s refused: %s",
+                self._mchid, exception)
+            return
+        finally:
+            self._listing = None
+        self._certificates[:] = [c for *_, c in items]
+        self._cache.write([item[:4] for item in items])
+        logger.info(
+            "WeChat certificates of %s downloaded: %s", self._mchid,
+            ', '.join(item[0] for item in items))
+
+    def _decrypt_list(self, body):
+        """Return the (serial, effective, expire, pem, certificate) of the
+        list body; raise CertificateListError unless all check"""
+        try:
+            data = json.loads(body).get('data')
+        except (AttributeError, TypeError, ValueError):
+            data = None
+        if not data or not isinstance(data, list):
+            raise CertificateListError("no certificates")
+        now = _utcnow()
+        items = []
+        for value in data:
+            encrypted = value.get('encrypt_certificate') or {}
+            serial = value.get('serial_no')
+            if encrypted.get('algorithm') != 'AEAD_AES_256_GCM':
+                raise CertificateListError(f"algorithm of {serial}")
+            try:
+                pem = aes_decrypt(
+                    nonce=encrypted.get('nonce') or '',
+                    ciphertext=encrypted.get('ciphertext') or '',
+                    associated_data=encrypted.get('associated_data') or '',
+                    apiv3_key=self._apiv3_key)
+            except ValueError:
+                pem = None
+            if not pem:
+                raise CertificateListError(
+                    f"{serial} does not decrypt with the APIv3 key")
+            try:
+                certificate = x509.load_pem_x509_certificate(pem.encode())
+            except ValueError:
+                raise CertificateListError(
+                    f"{serial} is no certificate") from None
+            if certificate.serial_number != _serial(serial):
+                raise CertificateListError(f"serial of {serial}")
+            if not _valid(certificate, now):
+                # listed until WeChat drops it: not kept
+                continue
+            items.append((
+                    serial.upper(), value.get('effective_time'),
+                    value.get('expire_time'), pem, certificate))
+        if not items:
+            raise CertificateListError("no valid certificate")
+        return items
+
+    def _verify_signature(self, headers, body):
+        if self._listing is not None:
+            # the list's answer: signed by one of its certificates or a
+            # cached one
+            items = self._decrypt_list(body)
+            serial = _serial(headers.get('Wechatpay-Serial'))
+            keys = [c for *_, c in items] + list(self._certificates)
+            certificate = next(
+                (c for c in keys if c.serial_number == serial), None)
+            if (certificate is None
+                    or headers.get('Wechatpay-Signature-Type')
+                    != 'WECHATPAY2-SHA256-RSA2048'
+                    or not rsa_verify(
+                        headers.get('Wechatpay-Timestamp', ''),
+                        headers.get('Wechatpay-Nonce', ''), body,
+                        headers.get('Wechatpay-Signature', ''),
+                        certificate.public_key())):
+                raise CertificateListError("signature")
+            self._listing[:] = items
+            return True
+        if self._stale:
+            try:
+                self._update_certificates()
+            except requests.RequestException as exception:
+                if not self._certificates:
+                    raise
+                # the cached ones still serve
+                logger.warning(
+                    "WeChat certificate list of %s not downloaded: %s",
+                    self._mchid, type(exception).__name__)
+        return super()._verify_signature(headers, body)
+
+
+class CertificateWeChatPay(WeChatPay):
+    """WeChatPay on a CertificateCore: WeChatPay.__init__ would build a
+    Core that downloads the certificates at once; this sets the attributes
+    it sets (wechatpayv3 2.0.x, pinned as for point_sdk_at)"""
+
+    def __init__(self, cache, wechatpay_type, mchid, private_key,
+            cert_serial_no, appid, apiv3_key, notify_url=None,
+            partner_mode=False, timeout=None):
+        self._type = wechatpay_type
+        self._mchid = mchid
+        self._appid = appid
+        self._notify_url = notify_url
+        self._partner_mode = partner_mode
+        self._core = CertificateCore(
+            cache, mchid=mchid, cert_serial_no=cert_serial_no,
+            private_key=private_key, apiv3_key=apiv3_key, timeout=timeout)
 
 
 def _bill_amount(value):

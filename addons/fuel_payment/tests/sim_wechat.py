@@ -17,7 +17,16 @@ partner paths (`/v3/pay/partner/transactions/...`) want `sp_mchid` (the
 signing merchant), `sp_appid` where WeChat requires it and a `sub_mchid`
 bound to it (403 `NO_AUTH` 受理关系不存在 otherwise); refunds and bills
 take `sub_mchid`; an order is found only under the sub-merchant that
-made it; partner notifications and bills carry sp_/sub_ fields."""
+made it; partner notifications and bills carry sp_/sub_ fields.
+
+With `cert_mode` it is in platform certificate mode (平台证书模式): it
+makes a platform certificate (RSA 2048, its serial in hex) per run, signs
+answers and notifications with its key (`Wechatpay-Serial` the serial) and
+serves `GET /v3/certificates` (each certificate AEAD_AES_256_GCM under the
+APIv3 key, associated_data "certificate", the answer signed by the newest);
+`rotate()` adds a new certificate that signs from then on (both listed, as
+during WeChat's rotation); `certificates_api_key` and
+`certificates_signer` forge the list (another key, another signer)."""
 import base64
 import datetime as dt
 import gzip
@@ -30,6 +39,7 @@ import urllib.parse
 from decimal import ROUND_HALF_UP, Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -164,7 +174,7 @@ class Order:
 class WeChatSimulator:
 
     def __init__(self, mchid='1900000109', appid='wxsim0000000001',
-            sub_mchids=(), apps=()):
+            sub_mchids=(), apps=(), cert_mode=False):
         self.mchid = mchid
         self.appid = appid
         # the applications bound to mchid besides appid (mini programs,
@@ -185,6 +195,60 @@ class WeChatSimulator:
         self.lock = threading.Lock()
         self.server = None
         self.bills = {}
+        # platform certificate mode: (serial, key, PEM, not_before,
+        # not_after) of the listed certificates, the newest last
+        self.cert_mode = cert_mode
+        self.certificates = []
+        self.certificates_api_key = None
+        self.certificates_signer = None
+        if cert_mode:
+            self.rotate()
+
+    def rotate(self, days=90):
+        """Make a new platform certificate valid for days: it signs from
+        now on, the older ones stay listed"""
+        key = new_key()
+        now = dt.datetime.now(dt.UTC)
+        name = x509.Name([x509.NameAttribute(
+                    x509.NameOID.COMMON_NAME, 'Tenpay.com Root CA')])
+        certificate = x509.CertificateBuilder().subject_name(
+            x509.Name([x509.NameAttribute(
+                        x509.NameOID.COMMON_NAME, 'Tenpay.com sign')])
+            ).issuer_name(name).public_key(key.public_key()).serial_number(
+            x509.random_serial_number()).not_valid_before(
+            now - dt.timedelta(hours=1)).not_valid_after(
+            now + dt.timedelta(days=days)).sign(key, hashes.SHA256())
+        serial = '%040X' % certificate.serial_number
+        self.certificates.append((
+                serial, key,
+                certificate.public_bytes(serialization.Encoding.PEM).decode(),
+                now - dt.timedelta(hours=1), now + dt.timedelta(days=days)))
+        self.platform_key = key
+        self.platform_key_id = serial
+        return serial
+
+    def certificate_list(self):
+        "The body of GET /v3/certificates"
+        data = []
+        for serial, _key, pem, start, end in self.certificates:
+            nonce = secrets.token_hex(6)
+            ciphertext = AESGCM(
+                (self.certificates_api_key or self.api_key).encode()).encrypt(
+                nonce.encode(), pem.encode(), b'certificate')
+            data.append({
+                    'serial_no': serial,
+                    'effective_time': start.astimezone(BEIJING).isoformat(
+                        timespec='seconds'),
+                    'expire_time': end.astimezone(BEIJING).isoformat(
+                        timespec='seconds'),
+                    'encrypt_certificate': {
+                        'algorithm': 'AEAD_AES_256_GCM',
+                        'nonce': nonce,
+                        'associated_data': 'certificate',
+                        'ciphertext': base64.b64encode(ciphertext).decode(),
+                        },
+                    })
+        return {'data': data}
 
     # ---- life cycle --------------------------------------------------
 
@@ -226,7 +290,7 @@ class WeChatSimulator:
         partner = {}
         if sub_mchid:
             partner = {'sub_merchant': sub_mchid, 'sub_app': sub_appid}
-        return dict(partner, **{
+        values = dict(partner, **{
             'channel': 'wechat',
             'merchant': self.mchid,
             'app': self.appid,
@@ -238,6 +302,10 @@ class WeChatSimulator:
             'url': self.url,
             'notify_url': 'https://fuel.example.com/db/fuel_payment/notify/1',
             })
+        if self.cert_mode:
+            # no platform public key: the certificates are downloaded
+            values.update(platform_key=None, platform_key_id=None)
+        return values
 
     # ---- HTTP ----------------------------------------------------------
 
@@ -279,10 +347,10 @@ class WeChatSimulator:
             'Wechatpay-Signature-Type': 'WECHATPAY2-SHA256-RSA2048',
             }
 
-    def answer(self, request, status, data=None):
+    def answer(self, request, status, data=None, key=None):
         body = json.dumps(data, ensure_ascii=False) if data is not None else ''
         request.send_response(status)
-        for name, value in self.signed_headers(body).items():
+        for name, value in self.signed_headers(body, key=key).items():
             request.send_header(name, value)
         if body:
             request.send_header('Content-Type', 'application/json')
@@ -358,7 +426,14 @@ class WeChatSimulator:
                 self.error(request, 403, 'NO_AUTH', "受理关系不存在")
                 return
         parts = path.strip('/').split('/')
-        if method == 'POST' and path == '/v3/pay/transactions/codepay':
+        if method == 'GET' and path == '/v3/certificates':
+            if not self.cert_mode:
+                self.error(request, 404, 'NOT_FOUND')
+                return
+            self.answer(
+                request, 200, self.certificate_list(),
+                key=self.certificates_signer)
+        elif method == 'POST' and path == '/v3/pay/transactions/codepay':
             self.codepay(request, data)
         elif method == 'POST' and path == '/v3/pay/transactions/native':
             order = self.find(data['out_trade_no'], sub_mchid)
