@@ -193,14 +193,27 @@ class WeChatProvider(Provider):
     def _description(self, payment):
         return payment.label[:127]
 
+    def _order(self, payment, expire=True):
+        """The keywords of an order of payment's amount; with expire, closed
+        by WeChat at the QR deadline"""
+        values = {
+            'description': self._description(payment),
+            'out_trade_no': payment.number,
+            'amount': {
+                'total': to_fen(payment.amount),
+                'currency': payment.currency.code},
+            }
+        if expire:
+            values['time_expire'] = (
+                dt.datetime.now(dt.UTC) + dt.timedelta(
+                    seconds=self.gateway.qr_timeout)).isoformat(
+                timespec='seconds')
+        return values
+
     def pay_code(self, payment, code):
         status, data = self._call(
             self.client.pay,
-            description=self._description(payment),
-            out_trade_no=payment.number,
-            amount={
-                'total': to_fen(payment.amount),
-                'currency': payment.currency.code},
+            **self._order(payment, expire=False),
             payer={'auth_code': code},
             scene_info={'store_info': {'out_id': payment.station.code}},
             pay_type=WeChatPayType.CODEPAY,
@@ -211,16 +224,9 @@ class WeChatProvider(Provider):
         return self._trade_result(data)
 
     def create_qr(self, payment):
-        expire = dt.datetime.now(dt.UTC) + dt.timedelta(
-            seconds=self.gateway.qr_timeout)
         _status, data = self._call(
             self.client.pay,
-            description=self._description(payment),
-            out_trade_no=payment.number,
-            amount={
-                'total': to_fen(payment.amount),
-                'currency': payment.currency.code},
-            time_expire=expire.isoformat(timespec='seconds'),
+            **self._order(payment),
             scene_info={'store_info': {'id': payment.station.code}},
             pay_type=WeChatPayType.NATIVE,
             **self._sub(app=True))
@@ -233,8 +239,6 @@ class WeChatProvider(Provider):
         merchant's key (RSA, "调起支付" signature)"""
         gateway = self.gateway
         app = payment.client_app
-        expire = dt.datetime.now(dt.UTC) + dt.timedelta(
-            seconds=gateway.qr_timeout)
         kwargs = self._sub()
         payer = None
         if gateway.partner:
@@ -255,12 +259,7 @@ class WeChatProvider(Provider):
                 payer = {'openid': payment.payer}
         _status, data = self._call(
             self.client.pay,
-            description=self._description(payment),
-            out_trade_no=payment.number,
-            amount={
-                'total': to_fen(payment.amount),
-                'currency': payment.currency.code},
-            time_expire=expire.isoformat(timespec='seconds'),
+            **self._order(payment),
             payer=payer if payment.client in self.payer_clients else None,
             scene_info=(
                 {'payer_client_ip': payment.client_ip,
