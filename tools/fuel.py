@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import os
 import secrets
@@ -25,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -546,6 +547,9 @@ class Phase:
     name: str
     target: str
     env: dict[str, str]
+    # pytest-xdist workers (0: one process); each worker gets its own
+    # database (addons/conftest.py) and the phase fills DB_CACHE first
+    workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -586,7 +590,8 @@ def build_phases(pg_uri: str, pg_bin: Path | None, cache: Path,
                 DB_NAME=':memory:', DB_CACHE=str(cache))),
         Phase('postgresql', 'addons', dict(base,
                 TRYTOND_DATABASE_URI=pg_uri,
-                DB_NAME=f'test_fuel_{os.getpid()}', DB_CACHE=str(cache))),
+                DB_NAME=f'test_fuel_{os.getpid()}', DB_CACHE=str(cache)),
+            workers=PG_WORKERS),
         Phase('system', 'tests', dict(base,
                 TRYTOND_DATABASE_URI=pg_uri, FUEL_SAO_ROOT=str(sao),
                 FUEL_CHROMIUM=str(CHROMIUM))),
@@ -594,15 +599,41 @@ def build_phases(pg_uri: str, pg_bin: Path | None, cache: Path,
 
 
 # The module phases run side by side: the SQLite one keeps one core busy,
-# the PostgreSQL one splits between pytest and the server; on two cores
-# this saves the length of the shorter phase.
+# the PostgreSQL one splits between pytest and the server.  PostgreSQL's is
+# twice as long, so it runs in two workers that take test classes as they
+# come free: they share the cores while SQLite's runs and have both after.
 PARALLEL_PHASES = ('sqlite', 'postgresql')
+PG_WORKERS = 2
+
+# Activates the test modules once on the phase's database so that DB_CACHE
+# holds them before several workers read it (trytond writes a cache entry
+# when it misses, and a worker could restore one half written).
+WARM_DB_CACHE = """\
+from trytond.tests.test_tryton import activate_module, drop_db
+from addons.fuel_station.tests.tools import TEST_MODULES
+activate_module(TEST_MODULES)
+drop_db()
+"""
 
 
 def pytest_command(phase: Phase, args: list[str], report: Path) -> list[str]:
+    workers = (['-n', str(phase.workers), '--dist', 'loadscope']
+        if phase.workers else [])
     return [str(venv_tool('python')), '-m', 'pytest', '-q',
-        '-p', 'no:cacheprovider', f'--junitxml={report}',
+        '-p', 'no:cacheprovider', f'--junitxml={report}', *workers,
         phase.target, *args]
+
+
+def warm_db_cache(phase: Phase, output: IO[bytes] | None = None) -> Phase:
+    """Fill DB_CACHE before a phase's workers start (see WARM_DB_CACHE);
+    return the phase to run: in one process when that failed, so that
+    the tests show why without workers racing on the cache."""
+    if not phase.workers:
+        return phase
+    code = subprocess.run([str(venv_tool('python')), '-c', WARM_DB_CACHE],
+        cwd=ROOT, env=phase.env, stdout=output, stderr=subprocess.STDOUT,
+        check=False).returncode
+    return dataclasses.replace(phase, workers=0) if code else phase
 
 
 def phase_header(phase: Phase, args: list[str], note: str = '') -> None:
@@ -625,6 +656,8 @@ def phase_counts(code: int, report: Path) -> Counts | None:
 def run_phase(phase: Phase, args: list[str], report: Path) -> Counts | None:
     "Run one phase with its output streamed."
     phase_header(phase, args)
+    sys.stdout.flush()
+    phase = warm_db_cache(phase)
     code = subprocess.run(pytest_command(phase, args, report),
         cwd=ROOT, env=phase.env, check=False).returncode
     return phase_counts(code, report)
@@ -636,23 +669,25 @@ def run_parallel_phases(phases: list[Phase], args: list[str],
     outcome: dict[str, Counts | None] = {}
     with contextlib.ExitStack() as stack:
         running = []
+        log('running the phases ' + ', '.join(p.name for p in phases)
+            + ' side by side; each shows its output when it ends')
         for phase in phases:
             output = stack.enter_context(
-                open(results / f'{phase.name}.log', 'w+'))
+                open(results / f'{phase.name}.log', 'wb+'))
+            phase = warm_db_cache(phase, output)
             process = subprocess.Popen(
                 pytest_command(phase, args, results / f'{phase.name}.xml'),
                 cwd=ROOT, env=phase.env, stdout=output,
                 stderr=subprocess.STDOUT)
             stack.callback(stop_process, process)
             running.append((phase, process, output))
-        log('running the phases ' + ', '.join(p.name for p in phases)
-            + ' side by side; each shows its output when it ends')
         for phase, process, output in running:
             code = process.wait()
             phase_header(phase, args)
             output.seek(0)
-            shutil.copyfileobj(output, sys.stdout)
             sys.stdout.flush()
+            shutil.copyfileobj(output, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
             outcome[phase.name] = phase_counts(
                 code, results / f'{phase.name}.xml')
     return outcome
