@@ -2,7 +2,7 @@
 # this repository contains the full copyright notices and license terms.
 """UnionPay (and the other channels an acquirer carries) through Huifu's
 aggregator API (汇付斗拱, `https://api.huifu.com`): payment codes, QRs
-and payments in the driver's WeChat or Alipay app
+and payments in the driver's WeChat, Alipay or UnionPay app
 
 Every call is a JSON POST of `{sys_id, product_id, data, sign}` where
 sign is base64 SHA256withRSA (merchant key) of `data` sorted by key,
@@ -26,6 +26,7 @@ import requests
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
+from trytond.i18n import gettext
 
 from .gateway import (
     BillFormatError,
@@ -76,25 +77,38 @@ QR_TYPES = {
     'alipay': 'A_NATIVE',
     }
 # the in-app payments of jspay by (wallet, client): trade_type, the JSON
-# string field that names the payer and the key of the payer in it; from
-# the dg-sdk demos of V2TradePaymentJspayRequest (wx_data, alipay_data)
-# and Huifu's own skill pages (dg-payment-skills: T_JSAPI 微信公众号 and
-# T_MINIAPP 微信小程序 need sub_openid, A_JSAPI 支付宝JS needs buyer_id).
-# Left out: T_APP (微信APP) names no payer and the material gives neither
-# its fields on v2 nor its pay_info; U_JSAPI (银联JS) needs the driver's
-# IP (customer_ip) and a 台牌码 URL (qr_code) the platform does not have.
+# string field of the wallet's parameters and the key of the payer in it
+# (None: the client names none); from the dg-sdk demos of
+# V2TradePaymentJspayRequest (wx_data, alipay_data, unionpay_data) and
+# Huifu's own skill pages (dg-payment-skills: T_JSAPI 微信公众号 and
+# T_MINIAPP 微信小程序 need sub_openid, A_JSAPI 支付宝JS needs buyer_id,
+# T_APP 微信APP names no payer, U_JSAPI 银联JS needs the 银联用户标识
+# user_id and the driver's IP customer_ip)
 APP_TYPES = {
     ('wechat', 'jsapi'): ('T_JSAPI', 'wx_data', 'sub_openid'),
     ('wechat', 'mini_program'): ('T_MINIAPP', 'wx_data', 'sub_openid'),
+    # the operator's mobile app (its WeChat open platform AppID, required
+    # as sub_appid); Huifu documents T_APP for WeChat 直连 merchants only
+    ('wechat', 'app'): ('T_APP', 'wx_data', None),
     # an Alipay mini program pays by A_JSAPI naming itself in op_app_id
     ('alipay', 'jsapi'): ('A_JSAPI', 'alipay_data', 'buyer_id'),
     ('alipay', 'mini_program'): ('A_JSAPI', 'alipay_data', 'buyer_id'),
+    # a page opened in the UnionPay app (云闪付)
+    ('unionpay', 'jsapi'): ('U_JSAPI', 'unionpay_data', 'user_id'),
     }
 # where the client's application goes in each payer field
 APP_KEYS = {
     'wx_data': 'sub_appid',
     'alipay_data': 'op_app_id',
     }
+# the trade types whose client must name an application of its own
+APP_REQUIRED = {'T_APP'}
+# the trade types answering the address the page opens as pay_info (the
+# Huifu demo cashier sends the browser to U_JSAPI's pay_info), the others
+# a JSON object the client hands to the wallet
+URL_TYPES = {'U_JSAPI'}
+# 获取银联用户标识: the user_id of a UnionPay user authorization code
+USERMARK = '/v2/trade/payment/usermark2/query'
 BEIJING = dt.timezone(dt.timedelta(hours=8))
 
 
@@ -241,9 +255,15 @@ class HuifuProvider(Provider):
         data = self._jspay(payment, trade_type)
         return Result(state='pending', code_url=data.get('qr_code'))
 
-    # the driver names himself in every in-app payment Huifu takes
-    app_clients = payer_clients = frozenset(
-        client for _, client in APP_TYPES)
+    app_clients = frozenset(client for _, client in APP_TYPES)
+    # the driver names himself in every in-app payment Huifu takes but
+    # the mobile app's (T_APP)
+    payer_clients = frozenset(
+        client for (_, client), (_, _, payer) in APP_TYPES.items()
+        if payer)
+    # (wallet, client): a UnionPay JS payment names the phone's address
+    # (customer_ip, 持卡人ip: JS 支付必填)
+    ip_clients = frozenset({('unionpay', 'jsapi')})
 
     def supports_app(self, method, client):
         return (method.fuel_kind, client) in APP_TYPES
@@ -251,17 +271,31 @@ class HuifuProvider(Provider):
     def create_app(self, payment):
         """Create the in-app payment by jspay: the payer (and the client's
         application unless it is the gateway's own sys_id, when Huifu uses
-        the application configured for the merchant) in wx_data or
-        alipay_data, a JSON string as the dg-sdk sends it; the answer's
-        pay_info, a JSON string, is what the client hands to the wallet"""
+        the application configured for the merchant; a mobile app must be
+        named) in wx_data, alipay_data or unionpay_data, a JSON string as
+        the dg-sdk sends it; the answer's pay_info is what the client hands
+        to the wallet: a JSON object, or for UnionPay JS the address the
+        page opens"""
         key = (payment.method.fuel_kind, payment.client)
         if key not in APP_TYPES:
             raise PermanentError(
                 "no in-app payment for %s from %s" % key)
         trade_type, field, payer_key = APP_TYPES[key]
-        extra = {payer_key: payment.payer}
-        if payment.client_app and payment.client_app != self.gateway.app:
-            extra[APP_KEYS[field]] = payment.client_app
+        extra = {}
+        if payer_key:
+            extra[payer_key] = payment.payer
+        if trade_type == 'U_JSAPI':
+            # a user_id carried in a page address may come back with
+            # spaces for its '+' (Huifu's demo cashier mends them)
+            extra['user_id'] = re.sub(r'\s', '+', payment.payer or '')
+            extra['customer_ip'] = payment.client_ip
+        app = payment.client_app
+        if app and app != self.gateway.app and field in APP_KEYS:
+            extra[APP_KEYS[field]] = app
+        elif trade_type in APP_REQUIRED:
+            raise PermanentError(gettext(
+                    'fuel_payment.msg_gateway_huifu_app_required',
+                    gateway=self.gateway.rec_name, client=payment.client))
         data = self._jspay(payment, trade_type, **{
                 field: json.dumps(
                     extra, ensure_ascii=False, separators=(',', ':'))})
@@ -270,10 +304,17 @@ class HuifuProvider(Provider):
             return Result(
                 state='failed', reference=data.get('hf_seq_id'),
                 error=data.get('resp_desc') or data.get('bank_message'))
-        try:
-            params = json.loads(data.get('pay_info') or '')
-        except ValueError:
+        pay_info = data.get('pay_info') or ''
+        if trade_type in URL_TYPES:
+            address = urllib.parse.urlsplit(pay_info)
             params = None
+            if address.scheme in {'https', 'http'} and address.netloc:
+                params = {'url': pay_info}
+        else:
+            try:
+                params = json.loads(pay_info)
+            except ValueError:
+                params = None
         if not isinstance(params, dict) or not params:
             # nothing the driver could pay with: Huifu lets it lapse at
             # time_expire
@@ -281,6 +322,26 @@ class HuifuProvider(Provider):
         return Result(
             state='pending', params=params,
             reference=data.get('hf_seq_id'))
+
+    def unionpay_user(self, code, identifier=None):
+        """Return the 银联用户标识 (user_id) a UnionPay JS payment names,
+        of the user authorization code (userAuthCode) UnionPay's userAuth
+        page hands the page it sends back to, by 获取银联用户标识;
+        identifier is the UnionPay app's app_up_identifier (from its user
+        agent, e.g. "UnionPay/1.0 CloudPay") where the page has it"""
+        today = dt.datetime.now(BEIJING)
+        data = self._post(USERMARK, {
+                'huifu_id': self.gateway.merchant,
+                'req_date': today.strftime('%Y%m%d'),
+                'req_seq_id': 'U%s%s' % (
+                    today.strftime('%Y%m%d%H%M%S'), secrets.token_hex(4)),
+                'auth_code': code,
+                'app_up_identifier': identifier,
+                })
+        user = data.get('user_id')
+        if not user:
+            raise PermanentError("usermark answer without user_id")
+        return user
 
     def query(self, payment):
         try:

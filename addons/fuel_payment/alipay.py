@@ -58,6 +58,19 @@ NOT_FOUND = 'ACQ.TRADE_NOT_EXIST'
 # an unknown token is taken to answer 20001 aop.invalid-app-auth-token as
 # any call with it does)
 AUTH_TOKEN_QUERY = 'alipay.open.auth.token.app.query'
+# the user of a client's auth code (my.getAuthCode); its failures' sub
+# codes (isv.code-invalid: wrong, used or expired code) are read from the
+# error_response the SDK raises with
+OAUTH_TOKEN = 'alipay.system.oauth.token'
+SUB_CODE = re.compile(r'"sub_code"\s*:\s*"([^"]+)"')
+# the operator's authorization code (app_auth_code, once, for a day) or
+# the refresh token exchanged for its app_auth_token (grant_type
+# authorization_code / refresh_token); the answer names the token, the
+# refresh token, the authorizer's user_id and auth_app_id, expires_in and
+# re_expires_in (seconds) at its top level or in a `tokens` list (batch
+# authorization). Source: Alipay's API page alipay.open.auth.token.app and
+# its generated SDKs' AlipayOpenAuthTokenAppResponse (see alipay_auth.py)
+AUTH_TOKEN_APP = 'alipay.open.auth.token.app'
 # the operator's app_auth_token is unknown, expired or withdrawn (code
 # 20001); "-no-api": it does not grant the method called
 INVALID_AUTH_TOKEN = 'aop.invalid-app-auth-token'
@@ -154,6 +167,16 @@ def check_certificates(gateway):
 
 class CertificateRotated(Exception):
     "An answer signed under another Alipay certificate than the gateway's"
+
+
+class AuthTokenRefused(PermanentError):
+    """Alipay does not take the operator's app_auth_token (20001: unknown,
+    expired or withdrawn; or its query says it is not valid)"""
+
+
+class AuthCodeRefused(PermanentError):
+    """Alipay does not exchange an authorization code or refresh token:
+    its sub code (isv.code-invalid: wrong, used or expired)"""
 
 
 class CertAliPay(DCAliPay):
@@ -274,7 +297,7 @@ class AlipayProvider(Provider):
         if code == UNKNOWN:
             raise TransientError(message)
         if (response.get('sub_code') or '').startswith(INVALID_AUTH_TOKEN):
-            raise PermanentError(gettext(
+            raise AuthTokenRefused(gettext(
                     'fuel_payment.msg_gateway_alipay_auth_token',
                     gateway=self.gateway.rec_name,
                     code=response['sub_code']))
@@ -295,7 +318,7 @@ class AlipayProvider(Provider):
         data = self._call(
             AUTH_TOKEN_QUERY, {'app_auth_token': token}, isv=False)
         if data.get('status') != 'valid':
-            raise PermanentError(gettext(
+            raise AuthTokenRefused(gettext(
                     'fuel_payment.msg_gateway_alipay_auth_token',
                     gateway=self.gateway.rec_name,
                     code=f"status {data.get('status')}"))
@@ -314,6 +337,97 @@ class AlipayProvider(Provider):
             'user_id': data.get('user_id'),
             'auth_app_id': data.get('auth_app_id'),
             'expiry': expiry,
+            }
+
+    def user_of_code(self, code):
+        """Return the Alipay user of an auth code a mini program or life
+        account page got from the Alipay client (my.getAuthCode, scope
+        auth_base): user_id (2088…) or, for an application on open ids,
+        open_id; by alipay.system.oauth.token with grant_type and code
+        among the signed common parameters, in ISV mode with the
+        operator's app_auth_token (the code is then of the operator's
+        authorizing application). Raise TransientError, or PermanentError
+        with Alipay's sub_code. The access token is not kept."""
+        kwargs = {'grant_type': 'authorization_code', 'code': code}
+        self._check_isv()
+        if self.auth_token:
+            kwargs['app_auth_token'] = self.auth_token
+        try:
+            data = self.client.server_api(OAUTH_TOKEN, None, **kwargs)
+        except OSError as exception:
+            raise TransientError(type(exception).__name__) from exception
+        except (AliPayValidationError, CertificateRotated) as exception:
+            raise TransientError("bad answer signature") from exception
+        except AliPayException as exception:
+            # its failures come as error_response, which the SDK raises
+            # with the answer's text
+            match = SUB_CODE.search(str(exception))
+            raise PermanentError(
+                match.group(1) if match else 'refused') from exception
+        except ValueError as exception:
+            raise TransientError("bad answer") from exception
+        # the success has no code; a failure under the method's key has
+        if data.get('code') not in {None, SUCCESS}:
+            if data.get('code') == UNKNOWN:
+                raise TransientError(data.get('sub_code') or UNKNOWN)
+            raise PermanentError(data.get('sub_code') or data.get('code'))
+        user = data.get('user_id') or data.get('open_id')
+        if not user:
+            raise PermanentError("no user_id")
+        return user
+
+    def exchange_auth_token(self, grant_type, value):
+        """Exchange the operator's authorization code (grant_type
+        authorization_code) or the refresh token of its authorization
+        (refresh_token) for its app_auth_token (AUTH_TOKEN_APP), asked by
+        the platform's application without a token among the common
+        parameters; return a dict of user_id, auth_app_id, app_auth_token,
+        app_refresh_token, expiry and refresh_expiry (naive UTC or None).
+        Raise TransientError, or PermanentError naming Alipay's sub code
+        (a wrong, used or expired code or refresh token)."""
+        key = 'code' if grant_type == 'authorization_code' else (
+            'refresh_token')
+        try:
+            data = self._call(
+                AUTH_TOKEN_APP, {'grant_type': grant_type, key: value},
+                isv=False)
+        except PermanentError as exception:
+            # a refused code comes as error_response, which the SDK
+            # raises with the answer's text (no token in it)
+            cause = exception.__cause__
+            match = SUB_CODE.search(str(cause)) if cause else None
+            if match:
+                raise AuthCodeRefused(match.group(1)) from exception
+            raise
+        tokens = data.get('tokens') or []
+        if data.get('app_auth_token'):
+            entry = data
+        elif len(tokens) == 1:
+            entry = tokens[0]
+        elif tokens:
+            # a batch authorization of several of the operator's
+            # applications: which one charges is not to be guessed
+            raise PermanentError(gettext(
+                    'fuel_payment.msg_gateway_alipay_auth_batch',
+                    gateway=self.gateway.rec_name,
+                    apps=', '.join(
+                        str(t.get('auth_app_id')) for t in tokens)))
+        else:
+            raise PermanentError(f"{data.get('code')} no app_auth_token")
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+        def after(seconds):
+            try:
+                return now + dt.timedelta(seconds=int(seconds))
+            except (TypeError, ValueError):
+                return None
+        return {
+            'user_id': entry.get('user_id'),
+            'auth_app_id': entry.get('auth_app_id'),
+            'app_auth_token': entry['app_auth_token'],
+            'app_refresh_token': entry.get('app_refresh_token'),
+            'expiry': after(entry.get('expires_in')),
+            'refresh_expiry': after(entry.get('re_expires_in')),
             }
 
     def _trade_result(self, data):

@@ -62,3 +62,7 @@ class ReconciliationError(UserError):
 
 class PrePayError(UserError):
     pass
+
+
+class LoginError(GatewayError):
+    pass

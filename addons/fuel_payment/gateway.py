@@ -703,6 +703,15 @@ class GatewaySetKeysStart(ModelView):
         help="Alipay ISV mode: the app_auth_token the operator's "
         "authorization of the platform's application gave; empty for a "
         "direct merchant.")
+    app_auth_code = fields.Char(
+        "Authorization Code",
+        states={
+            'invisible': Eval('channel') != 'alipay',
+            },
+        help="Alipay ISV mode: instead of the token, the authorization "
+        "code (app_auth_code) Alipay gave when the operator approved the "
+        "platform's application; exchanged once for the token and its "
+        "refresh token.")
 
 
 class GatewaySetKeys(Wizard):
@@ -731,16 +740,21 @@ class GatewaySetKeys(Wizard):
 
     def transition_set_(self):
         gateway = self.record
-        token = None
+        token = code = None
         if gateway.channel == 'alipay':
             token = (self.start.app_auth_token or '').strip() or None
+            code = (self.start.app_auth_code or '').strip() or None
         values = {
             'private_key': self.start.private_key,
             'api_key': self.start.api_key,
             }
         # the wizard's session must not keep the keys
         self.start.private_key = self.start.api_key = None
-        self.start.app_auth_token = None
+        self.start.app_auth_token = self.start.app_auth_code = None
+        if token and code:
+            raise GatewayError(gettext(
+                    'fuel_payment.msg_gateway_alipay_auth_code_token',
+                    gateway=gateway.rec_name))
         if gateway.channel == 'jdpay':
             # imported here: the providers import this module
             from .jdpay import des_key
@@ -754,7 +768,10 @@ class GatewaySetKeys(Wizard):
             # first: the token is checked with these keys; an error below
             # rolls the whole wizard back
             self.model.write([gateway], values)
-        if gateway.channel == 'alipay':
+        if code:
+            # alipay_auth.py: the code exchanged for token and refresh token
+            self.model.write([gateway], gateway.exchange_alipay_code(code))
+        elif gateway.channel == 'alipay':
             self.model.write([gateway], self._authorization(gateway, token))
         return 'end'
 
@@ -764,8 +781,13 @@ class GatewaySetKeys(Wizard):
         (ISV mode) once Alipay said it is valid and the operator's (its
         user_id the gateway's Merchant ID), with its application and
         expiry; raise otherwise"""
+        # a token pasted by hand comes without its refresh token
+        # (alipay_auth.py): the lifecycle's values start again
         values = {
-            'app_auth_token': token, 'auth_app': None, 'auth_expiry': None}
+            'app_auth_token': token, 'auth_app': None, 'auth_expiry': None,
+            'app_refresh_token': None, 'auth_refresh_expiry': None,
+            'auth_status': None, 'auth_checked': None,
+            }
         if token:
             try:
                 info = gateway.get_provider().query_auth_token(token)
@@ -786,6 +808,9 @@ class GatewaySetKeys(Wizard):
                         merchant=gateway.merchant))
             values['auth_app'] = info['auth_app_id']
             values['auth_expiry'] = info['expiry']
+            values['auth_status'] = 'valid'
+            values['auth_checked'] = dt.datetime.now(dt.UTC).replace(
+                tzinfo=None)
         return values
 
 

@@ -23,7 +23,7 @@ from trytond.rpc import RPC
 from trytond.transaction import Transaction, without_check_access
 
 from . import aggregator, alipay, wechat  # noqa: F401 (providers)
-from .exceptions import GatewayError
+from .exceptions import GatewayError, LoginError
 from .gateway import (
     APP_CLIENTS,
     ForgedNotification,
@@ -108,10 +108,10 @@ class GatewayPayment(Workflow, ModelSQL, ModelView):
     client_ip = fields.Char(
         "Client IP Address", readonly=True,
         states={
-            'invisible': Eval('client') != 'h5',
+            'invisible': ~Eval('client_ip'),
             },
         help="The public address of the driver's phone that opened the "
-        "payment page (H5).")
+        "payment page (H5, UnionPay JS).")
     client_params = fields.Text(
         "Client Parameters", readonly=True,
         states={
@@ -184,6 +184,7 @@ class GatewayPayment(Workflow, ModelSQL, ModelView):
                 'pay_code': RPC(readonly=False, result=int),
                 'create_qr': RPC(readonly=False, result=int),
                 'create_app': RPC(readonly=False, result=int),
+                'identify': RPC(),
                 'status': RPC(instantiate=0),
                 })
 
@@ -236,12 +237,10 @@ class GatewayPayment(Workflow, ModelSQL, ModelView):
         return payment
 
     @classmethod
-    def _new(cls, order, method, amount, kind, source, code=None,
-            **values):
-        pool = Pool()
-        Order = pool.get('fuel.payment.order')
-        Order.lock([order])
-        order = Order(order.id)
+    def check_amount(cls, order, amount):
+        """Return amount (the rest to pay when None) rounded; raise a
+        translated error unless order is a draft with that much left to
+        pay besides its payments in progress"""
         if order.state != 'draft':
             raise GatewayError(gettext(
                     'fuel_payment.msg_order_not_draft',
@@ -260,6 +259,16 @@ class GatewayPayment(Workflow, ModelSQL, ModelView):
                     'fuel_payment.msg_gateway_amount',
                     order=order.rec_name,
                     amount=order.amount_to_pay - pending))
+        return amount
+
+    @classmethod
+    def _new(cls, order, method, amount, kind, source, code=None,
+            **values):
+        pool = Pool()
+        Order = pool.get('fuel.payment.order')
+        Order.lock([order])
+        order = Order(order.id)
+        amount = cls.check_amount(order, amount)
         gateway = method.gateway
         timeout = gateway.code_timeout if kind == 'code' else (
             gateway.qr_timeout)
@@ -341,12 +350,13 @@ class GatewayPayment(Workflow, ModelSQL, ModelView):
 
     @classmethod
     def check_app(cls, method, client, payer=None, app=None,
-            client_ip=None):
+            client_ip=None, code=None):
         """Return the in-app fields of a payment by method's gateway from
-        client (APP_CLIENTS) of app for payer from client_ip; raise a
-        translated error if the channel does not pay from client, the
-        payer or the phone's address is missing or the merchant has not
-        bound app"""
+        client (APP_CLIENTS) of app for payer (or the user of the login
+        code the wallet gave the client, login.GatewayApp.identify) from
+        client_ip; raise a translated error if the channel does not pay
+        from client, the payer or the phone's address is missing, both
+        payer and code are given or the merchant has not bound app"""
         gateway = method.gateway
         with without_check_access():
             provider = gateway.get_provider()
@@ -356,44 +366,85 @@ class GatewayPayment(Workflow, ModelSQL, ModelView):
                     'fuel_payment.msg_gateway_app_client',
                     client=client or '', gateway=gateway.rec_name))
         payer = (payer or '').strip() or None
-        if client in provider.payer_clients and not payer:
+        code = (code or '').strip() or None
+        if payer and code:
+            raise LoginError(gettext(
+                    'fuel_payment.msg_login_payer_and_code', client=client))
+        if code and client not in provider.payer_clients:
+            raise LoginError(gettext(
+                    'fuel_payment.msg_login_code_client', client=client))
+        if client in provider.payer_clients and not (payer or code):
             raise GatewayError(gettext(
                     'fuel_payment.msg_gateway_app_payer', client=client))
         client_ip = (client_ip or '').strip() or None
-        if client in provider.ip_clients:
+        # ip_clients names clients, or (wallet, client) pairs where only
+        # one of the channel's wallets needs the address
+        if (client in provider.ip_clients
+                or (method.fuel_kind, client) in provider.ip_clients):
             try:
                 ipaddress.ip_address(client_ip or '')
             except ValueError:
                 raise GatewayError(gettext(
                         'fuel_payment.msg_gateway_app_client_ip',
                         client=client, address=client_ip or '')) from None
+        client_app = gateway.check_client_app(app)
+        if code:
+            # single use: resolved once, here; nothing of the login (WeChat's
+            # session_key, the access tokens) is kept
+            payer = Pool().get('fuel.payment.gateway.app').identify(
+                method, client, client_app, code)
         return {
             'client': client,
-            'client_app': gateway.check_client_app(app),
+            'client_app': client_app,
             'payer': payer,
             'client_ip': client_ip,
             }
 
     @classmethod
     def create_app(cls, order, method, client, payer=None, app=None,
-            amount=None, client_ip=None):
+            amount=None, client_ip=None, code=None):
         """Create an in-app payment of method's channel for order, made
         from client (jsapi: an official account page, mini_program, app: a
         mobile app, h5: a page in the phone's browser at client_ip) of the
         application app (the gateway's App ID when empty) by payer (the
         driver's openid or user id in that app, where the client needs
-        it); return the payment id: its `status` gives the client_params
-        the app hands to the wallet once the channel answered"""
+        it) or by the user of code (the login code the wallet gave the
+        client: wx.login, WeChat's web page authorization, my.getAuthCode;
+        exactly one of payer and code); return the payment id: its `status`
+        gives the client_params the app hands to the wallet once the
+        channel answered"""
         pool = Pool()
         Order = pool.get('fuel.payment.order')
         order = Order(int(order))
         method = cls.check_method(order.company, method)
+        # checked again under the order's lock by _new; first here, so that
+        # a payment refused for its amount does not use up a login code
+        cls.check_amount(order, amount)
         values = cls.check_app(
-            method, client, payer=payer, app=app, client_ip=client_ip)
+            method, client, payer=payer, app=app, client_ip=client_ip,
+            code=code)
         payment = cls._new(
             order, method, amount, 'app', 'customer', **values)
         cls.__queue__.submit([payment])
         return payment.id
+
+    @classmethod
+    def identify(cls, method, client, code, app=None, client_ip=None):
+        """Return the payer (WeChat openid, Alipay user id or open id,
+        UnionPay user id) of the login code the wallet gave client
+        (mini_program, jsapi) in app (the gateway's App ID when empty), for
+        a client application that remembers it; client_ip where the
+        payment would need it (UnionPay JS); the code is used up"""
+        pool = Pool()
+        Method = pool.get('sale.point.payment.method')
+        method = Method(int(method))
+        method = cls.check_method(method.company, method)
+        payer = cls.check_app(
+            method, client, app=app, code=code, client_ip=client_ip)['payer']
+        if not payer:
+            raise LoginError(gettext(
+                    'fuel_payment.msg_login_code_client', client=client))
+        return payer
 
     @property
     def label(self):

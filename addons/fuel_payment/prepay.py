@@ -113,13 +113,14 @@ class PrePay(Workflow, ModelSQL, ModelView):
     @classmethod
     def start(cls, station, nozzle_number, amount, code=None, method=None,
             fill_up=False, source='attendant', client=None, payer=None,
-            app=None, client_ip=None):
+            app=None, client_ip=None, login_code=None):
         """Take a pre-payment of amount for the nozzle numbered
         nozzle_number at station: by the customer's code (付款码), or by a
         QR of method when no code is given, or in the driver's wallet app
         with client (jsapi, mini_program, app, h5), payer, app and
-        client_ip as GatewayPayment.create_app; return the gateway payment
-        id (follow it with its `status`)"""
+        client_ip as GatewayPayment.create_app (login_code: its code, the
+        wallet's login code; code is the payment code); return the gateway
+        payment id (follow it with its `status`)"""
         pool = Pool()
         Station = pool.get('fuel.station')
         Nozzle = pool.get('fuel.station.nozzle')
@@ -167,7 +168,7 @@ class PrePay(Workflow, ModelSQL, ModelView):
             if client:
                 values = GatewayPayment.check_app(
                     method, client, payer=payer, app=app,
-                    client_ip=client_ip)
+                    client_ip=client_ip, code=login_code)
                 kind, source = 'app', 'customer'
             else:
                 kind, source, values = 'qr', 'customer', {}

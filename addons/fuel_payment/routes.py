@@ -16,6 +16,7 @@ from trytond.protocols.wrappers import (
 from trytond.transaction import Transaction, without_check_access
 from trytond.wsgi import app
 
+from .alipay_auth import receive_authorization
 from .gateway import TransientError
 
 
@@ -45,3 +46,14 @@ def notify(request, pool, gateway_id):
         status, text, content_type = gateway.get_provider().answer(
             outcome, body)
     return Response(text, status=status, content_type=content_type)
+
+
+@app.route(
+    '/<database_name>/fuel_payment/alipay/authorized', methods=['GET'])
+@with_pool
+@with_transaction(readonly=False)
+def alipay_authorized(request, pool):
+    """Alipay's redirect once the operator's account holder authorized the
+    platform's application: ?app_id=..&app_auth_code=..&state=..; the
+    state names the gateway (alipay_auth.py), the answer is a page"""
+    return receive_authorization(request, pool)

@@ -23,10 +23,27 @@ the common parameters) with the token's `user_id`, `auth_app_id`,
 (`invalid` for the tokens of `withdrawn_tokens`), 20001
 `aop.invalid-app-auth-token` for an unknown one.
 
+The authorization lifecycle: `approve()` opens an authorization link
+(appToAppAuth.htm) as the merchant's account holder and returns Alipay's
+redirect with a single-use `app_auth_code` valid a day (`issue_code()`
+gives one directly); `alipay.open.auth.token.app` exchanges it
+(grant_type authorization_code) or a refresh token (refresh_token) for a
+new token and refresh token, at the answer's top level and in `tokens`;
+a refresh replaces the refresh token at once and the token after 10
+minutes; `withdraw()` cancels an authorization; `auth_ends` sets the
+auth_end the query gives. Refusals come as `error_response`
+(isv.code-invalid, isv.refresh-token-invalid, ...).
+
 In-app: it makes `alipay.trade.create` trades (JSAPI_PAY) bound to their
 buyer and mini program, and `client_pays` acts as the Alipay client that
 pays them (my.tradePay {tradeNO}) or opens a mobile app's order string
-(alipay.trade.app.pay), verified as Alipay verifies a request.
+(alipay.trade.app.pay), verified as Alipay verifies a request. Its
+`get_auth_code` is my.getAuthCode: a code bound to one application and
+user, single use, AUTH_CODE_TTL, that `alipay.system.oauth.token`
+(grant_type and code among the signed common parameters) turns into the
+`user_id` or `open_id`, for the calling application or, with an
+app_auth_token, the token's authorizing application; its failures come as
+`error_response`.
 
 With `cert_mode`, it is an application in public key certificate mode
 (公钥证书模式): it makes a root CA (and a non-RSA root, which the root SN
@@ -68,6 +85,20 @@ AUTH_TOKEN_QUERY = 'alipay.open.auth.token.app.query'
 # how long the simulated authorizations last (Alipay's are given for a
 # year, as its expires_in examples show)
 AUTH_SECONDS = 365 * 24 * 3600
+# the exchange of an operator's authorization code or refresh token
+# (alipay.open.auth.token.app); the code is valid a day and once, the old
+# token 10 minutes after a refresh (Alipay's API page and FAQ); failures
+# come as error_response (sub codes of Alipay's token errors:
+# isv.code-invalid, isv.refresh-token-invalid, isv.refresh-token-time-out)
+AUTH_TOKEN_APP = 'alipay.open.auth.token.app'
+APP_AUTH_CODE_TTL = 24 * 3600
+REFRESH_GRACE = 600
+REFRESH_SECONDS = 372 * 24 * 3600
+# Alipay's authorization page of third-party applications
+AUTHORIZE_URL = 'https://openauth.alipay.com/oauth2/appToAppAuth.htm'
+# an auth code of my.getAuthCode is valid this long (5 minutes assumed,
+# as WeChat's; Alipay's page on its errors says at most 24 hours) and once
+AUTH_CODE_TTL = 300
 # certificate mode: Alipay's answers to a request without or with unknown
 # certificate SNs (sub codes as Alipay's SDKs and users report them:
 # isv.app-cert-not-exist "应用公钥证书不存在" for an SN Alipay does not
@@ -215,6 +246,15 @@ class AlipaySimulator:
         self.auth_tokens = dict(auth_tokens or {})
         # tokens the operators withdrew: the query says status invalid
         self.withdrawn_tokens = set()
+        # the ISV authorization lifecycle: codes of the merchants'
+        # approvals {code: {seller, apps, used, expires}}, refresh tokens
+        # {refresh token: (token, expires)}, the end of a token replaced
+        # by a refresh {token: datetime}, the auth_end the query gives
+        # {token: datetime} (a year from now otherwise)
+        self.app_auth_codes = {}
+        self.refresh_tokens = {}
+        self.token_ends = {}
+        self.auth_ends = {}
         self.app_key = new_key()
         self.alipay_key = new_key()
         self.cert_mode = cert_mode
@@ -231,6 +271,26 @@ class AlipaySimulator:
         self.lock = threading.Lock()
         self.server = None
         self.bills = {}
+        # alipay.system.oauth.token: {code: {app, user, used, expires}}
+        self.auth_codes = {}
+
+    # ---- the client's auth codes (my.getAuthCode) -------------------
+
+    def get_auth_code(self, app, user):
+        """The authCode my.getAuthCode (scope auth_base) gives user (a 2088
+        user id or an open id) in the mini program (life account) app:
+        single use, valid AUTH_CODE_TTL"""
+        code = secrets.token_hex(16)
+        self.auth_codes[code] = {
+            'app': app, 'user': user, 'used': False,
+            'expires': dt.datetime.now() + dt.timedelta(
+                seconds=AUTH_CODE_TTL),
+            }
+        return code
+
+    def expire_auth_code(self, code):
+        self.auth_codes[code]['expires'] = dt.datetime.now() - (
+            dt.timedelta(seconds=1))
 
     def start(self):
         simulator = self
@@ -380,8 +440,9 @@ class AlipaySimulator:
                 return
             biz = json.loads(params.get('biz_content') or '{}')
             seller = None
-            if self.auth_tokens and method != AUTH_TOKEN_QUERY:
-                seller = self.auth_tokens.get(params.get('app_auth_token'))
+            if self.auth_tokens and method not in {
+                    AUTH_TOKEN_QUERY, AUTH_TOKEN_APP}:
+                seller = self.token_seller(params.get('app_auth_token'))
                 if seller is None:
                     self.answer(request, response_type, INVALID_AUTH_TOKEN)
                     return
@@ -396,7 +457,10 @@ class AlipaySimulator:
                         'code': '40004', 'msg': 'Business Failed',
                         'sub_code': 'isv.invalid-method'})
                 return
-            self.answer(request, response_type, handler(biz, params))
+            data = handler(biz, params)
+            # a few methods answer their failures as error_response
+            self.answer(
+                request, data.pop('_response', response_type), data)
 
     def verify(self, params):
         params = dict(params)
@@ -513,11 +577,12 @@ class AlipaySimulator:
 
     def alipay_open_auth_token_app_query(self, biz, params):
         token = biz.get('app_auth_token')
-        if token not in self.auth_tokens:
+        if self.token_seller(token) is None:
             return INVALID_AUTH_TOKEN
         seller, app = self.auth_tokens[token]
         start = dt.datetime.now(BEIJING)
-        end = start + dt.timedelta(seconds=AUTH_SECONDS)
+        end = self.auth_ends.get(token) or (
+            start + dt.timedelta(seconds=AUTH_SECONDS))
         return self.success({
                 'user_id': seller,
                 'auth_app_id': app,
@@ -529,6 +594,151 @@ class AlipaySimulator:
                     'invalid' if token in self.withdrawn_tokens
                     else 'valid'),
                 })
+
+    def alipay_system_oauth_token(self, biz, params):
+        """The user of an auth code: grant_type and code are common
+        (signed) parameters, not biz_content; the code must be of the
+        calling application, or of the authorizing application of the
+        app_auth_token (ISV); failures come as error_response (as
+        python-alipay-sdk's docstring shows one: 40002
+        isv.code-invalid)"""
+        def refused(sub_code, sub_msg):
+            return {
+                '_response': 'error_response', 'code': '40002',
+                'msg': 'Invalid Arguments', 'sub_code': sub_code,
+                'sub_msg': sub_msg}
+
+        if params.get('grant_type') != 'authorization_code':
+            return refused('isv.grant-type-invalid', "grant_type参数不正确")
+        code = self.auth_codes.get(params.get('code', ''))
+        if code is None or code['used'] or (
+                code['expires'] < dt.datetime.now()):
+            return refused(
+                'isv.code-invalid', "授权码(auth_code) 错误、状态不对或过期")
+        app = params['seller'][1] if params['seller'] else params['app_id']
+        if code['app'] != app:
+            return refused(
+                'isv.unmatched-app-id',
+                "调用接口的应用标识(app_id)与令牌授权的应用不相符")
+        code['used'] = True
+        user = code['user']
+        values = {
+            'access_token': 'authusrB' + secrets.token_hex(16),
+            'expires_in': 1296000,
+            'refresh_token': 'authusrB' + secrets.token_hex(16),
+            're_expires_in': 2592000,
+            'auth_start': now_text(),
+            }
+        if user.startswith('2088'):
+            values['user_id'] = user
+        else:
+            values['open_id'] = user
+        # the success carries no code (as the API page's example; the
+        # provider takes 10000 too)
+        return values
+
+    # ---- the ISV authorization lifecycle ------------------------------
+
+    def token_seller(self, token):
+        """The (seller PID, auth_app_id) of an app_auth_token, or None when
+        Alipay does not know it (any more: replaced by a refresh 10
+        minutes ago)"""
+        end = self.token_ends.get(token)
+        if end is not None and end <= dt.datetime.now():
+            return None
+        return self.auth_tokens.get(token)
+
+    def issue_code(self, seller, *apps):
+        """The app_auth_code Alipay gives when the merchant seller approves
+        the platform's application for its applications apps (one; several
+        for a batch authorization): once, within a day"""
+        code = secrets.token_hex(16)
+        self.app_auth_codes[code] = {
+            'seller': seller, 'apps': apps, 'used': False,
+            'expires': dt.datetime.now() + dt.timedelta(
+                seconds=APP_AUTH_CODE_TTL)}
+        return code
+
+    def approve(self, url, seller, *apps):
+        """Open the authorization link url as the account holder of seller
+        does and approve it for apps: return where Alipay sends the
+        browser (redirect_uri with app_id, app_auth_code and state)"""
+        split = urllib.parse.urlsplit(url)
+        query = dict(urllib.parse.parse_qsl(split.query))
+        if (f'{split.scheme}://{split.netloc}{split.path}' != AUTHORIZE_URL
+                or query.get('app_id') != self.app_id
+                or not query.get('redirect_uri')):
+            raise ClientRefused('invalid authorization link')
+        redirect = {
+            'app_id': self.app_id,
+            'app_auth_code': self.issue_code(seller, *apps)}
+        if 'state' in query:
+            redirect['state'] = query['state']
+        return query['redirect_uri'] + '?' + urllib.parse.urlencode(
+            redirect)
+
+    def withdraw(self, token):
+        "The merchant cancels its authorization: the token is refused"
+        self.withdrawn_tokens.add(token)
+        self.token_ends[token] = dt.datetime.now()
+
+    def new_tokens(self, seller, app):
+        token = dt.datetime.now().strftime('%Y%m') + 'BB' + (
+            secrets.token_hex(16))
+        refresh = dt.datetime.now().strftime('%Y%m') + 'BB' + (
+            secrets.token_hex(16))
+        self.auth_tokens[token] = (seller, app)
+        self.refresh_tokens[refresh] = (token, dt.datetime.now()
+            + dt.timedelta(seconds=REFRESH_SECONDS))
+        return {
+            'app_auth_token': token,
+            'app_refresh_token': refresh,
+            'auth_app_id': app,
+            'user_id': seller,
+            'expires_in': AUTH_SECONDS,
+            're_expires_in': REFRESH_SECONDS,
+            }
+
+    def alipay_open_auth_token_app(self, biz, params):
+        """Exchange an approval's code (grant_type authorization_code) or
+        a refresh token (refresh_token) for a new token and refresh token:
+        at the answer's top level and in `tokens` (as Alipay's newer
+        answers), in `tokens` only for a batch authorization; a refresh
+        replaces the token (the old one works 10 more minutes) and the
+        refresh token"""
+        def refused(sub_code, sub_msg):
+            return {
+                '_response': 'error_response', 'code': '40002',
+                'msg': 'Invalid Arguments', 'sub_code': sub_code,
+                'sub_msg': sub_msg}
+
+        now = dt.datetime.now()
+        if biz.get('grant_type') == 'authorization_code':
+            code = self.app_auth_codes.get(biz.get('code') or '')
+            if code is None or code['used'] or code['expires'] <= now:
+                return refused('isv.code-invalid', '授权码code无效')
+            code['used'] = True
+            entries = [self.new_tokens(code['seller'], a)
+                for a in code['apps']]
+        elif biz.get('grant_type') == 'refresh_token':
+            refresh = self.refresh_tokens.pop(
+                biz.get('refresh_token') or '', None)
+            if refresh is None:
+                return refused(
+                    'isv.refresh-token-invalid', '刷新令牌错误或状态不对')
+            token, expires = refresh
+            if expires <= now:
+                return refused('isv.refresh-token-time-out', '刷新令牌过期')
+            if self.token_seller(token) is None:
+                return refused('isv.refresh-token-invalid', '授权已失效')
+            entries = [self.new_tokens(*self.auth_tokens[token])]
+            self.token_ends[token] = now + dt.timedelta(
+                seconds=REFRESH_GRACE)
+        else:
+            return refused('isv.grant-type-invalid', 'grant_type参数不正确')
+        if len(entries) > 1:
+            return self.success({'tokens': entries})
+        return self.success(dict(entries[0], tokens=entries))
 
     def alipay_trade_query(self, biz, params):
         trade = self.find(biz, params)

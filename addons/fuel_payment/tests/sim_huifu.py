@@ -16,8 +16,21 @@ for WeChat the parameters of wx.requestPayment whose paySign (WeChat's
 RSA signature over `appId\ntimeStamp\nnonceStr\npackage\n`, made with
 the merchant key Huifu holds at WeChat) is made here with `wechat_key`
 (`verify_pay_info`); for Alipay the tradeNO my.tradePay takes. It stays
-P until `pay`. Codes and texts for refused in-app requests are the
-simulator's own, bar 'sub_mch_id与sub_appid不匹配' (Huifu's FAQ).
+P until `pay`.
+
+T_APP (the WeChat mobile app) is served only when `wechat_direct` (Huifu
+offers it to WeChat 直连 merchants; else 23000004 交易类型不支持), for a
+sub_appid among `wechat_mobile_apps`: pay_info is the PayReq of WeChat's
+app SDK, signed like paySign over `appid\ntimestamp\nnoncestr\nprepayid\n`
+(`verify_app_pay_info`; `wechat_app_pays` plays the SDK paying it).
+U_JSAPI takes unionpay_data with a user_id it gave out and the phone's
+customer_ip and answers as pay_info the address the page opens
+(`unionpay_opens` plays the UnionPay app paying it as a user);
+`unionpay_authorize` plays UnionPay's userAuth page (a userAuthCode) and
+`/v2/trade/payment/usermark2/query` turns the code into the user_id,
+once. Codes and texts for refused in-app requests are the
+simulator's own, bar 'sub_mch_id与sub_appid不匹配' (Huifu's FAQ) and
+23000004 交易类型不支持 (Huifu's 聚合正扫 error list).
 
 `paying_queries` (None: pay at once; n: P until the n-th query; -1: for
 ever), `down` (answer 500), `bill_state` (ready; pending: the file task
@@ -31,6 +44,7 @@ import base64
 import csv
 import datetime as dt
 import io
+import ipaddress
 import json
 import secrets
 import threading
@@ -55,6 +69,9 @@ CENT = Decimal('0.01')
 QR_TYPES = {'U_NATIVE', 'T_NATIVE', 'A_NATIVE'}
 WECHAT_APP_TYPES = {'T_JSAPI', 'T_MINIAPP'}
 ALIPAY_APP_TYPES = {'A_JSAPI'}
+# the WeChat mobile app (微信APP), for WeChat 直连 merchants only
+WECHAT_MOBILE_TYPES = {'T_APP'}
+UNIONPAY_APP_TYPES = {'U_JSAPI'}
 
 
 def fee(amount):
@@ -74,6 +91,8 @@ class Trade:
         self.refunds = {}
         self.qr_code = None
         self.pay_info = None
+        # the UnionPay user_id of a U_JSAPI trade
+        self.payer = None
 
     @property
     def trade_type(self):
@@ -113,6 +132,16 @@ class HuifuSimulator:
         self.wechat_key = new_key()
         self.wechat_apps = ['wx8888888888888801', 'wx8888888888888802']
         self.alipay_apps = ['2021000000000001']
+        # the merchant's mobile apps (WeChat open platform) and whether it
+        # is a WeChat 直连 merchant, the only kind T_APP serves; its WeChat
+        # merchant number, the partnerid of the app's PayReq
+        self.wechat_mobile_apps = ['wx8888888888888803']
+        self.wechat_direct = False
+        self.wechat_mch_id = '1900000109'
+        # UnionPay user authorization codes given out (userAuthCode ->
+        # user_id), each good for one 获取银联用户标识, and the users
+        self.unionpay_codes = {}
+        self.unionpay_users = set()
         self.trades = {}
         self.paying_queries = None
         self.down = False
@@ -181,6 +210,7 @@ class HuifuSimulator:
                 handler = {
                     '/v2/trade/payment/micropay': self.micropay,
                     '/v2/trade/payment/jspay': self.jspay,
+                    '/v2/trade/payment/usermark2/query': self.usermark,
                     '/v2/trade/payment/scanpay/query': self.query,
                     '/v2/trade/payment/scanpay/close': self.close,
                     '/v2/trade/payment/scanpay/refund': self.refund,
@@ -234,13 +264,20 @@ class HuifuSimulator:
             trade = Trade(data, 'qr')
             trade.qr_code = 'https://qr.95516.com/00010000/%s' % (
                 secrets.token_hex(8))
-        elif trade_type in WECHAT_APP_TYPES | ALIPAY_APP_TYPES:
+        elif trade_type in (
+                WECHAT_APP_TYPES | ALIPAY_APP_TYPES | WECHAT_MOBILE_TYPES
+                | UNIONPAY_APP_TYPES):
             pay_info, refused = self.app_pay_info(data)
             if refused:
                 return refused
             trade = Trade(data, 'app')
-            trade.pay_info = json.dumps(
-                pay_info, ensure_ascii=False, separators=(',', ':'))
+            if trade_type in UNIONPAY_APP_TYPES:
+                # the address the page opens, not a JSON object
+                trade.pay_info = pay_info
+                trade.payer = json.loads(data['unionpay_data'])['user_id']
+            else:
+                trade.pay_info = json.dumps(
+                    pay_info, ensure_ascii=False, separators=(',', ':'))
         else:
             return {'resp_code': '10000000', 'resp_desc': '交易类型不支持'}
         self.trades[trade.number] = trade
@@ -263,8 +300,12 @@ class HuifuSimulator:
     def app_pay_info(self, data):
         """Return (pay_info, None) for an in-app jspay request, or (None,
         answer) refusing it"""
-        def refuse(desc):
-            return None, {'resp_code': '10000000', 'resp_desc': desc}
+        def refuse(desc, code='10000000'):
+            return None, {'resp_code': code, 'resp_desc': desc}
+        if data['trade_type'] in WECHAT_MOBILE_TYPES:
+            return self.mobile_pay_info(data, refuse)
+        if data['trade_type'] in UNIONPAY_APP_TYPES:
+            return self.unionpay_pay_info(data, refuse)
         if data['trade_type'] in WECHAT_APP_TYPES:
             wx_data = self.channel_data(data, 'wx_data')
             if wx_data is None:
@@ -297,6 +338,127 @@ class HuifuSimulator:
             '22001' + ''.join(secrets.choice('0123456789')
                 for _ in range(15)))
         return {'tradeNO': trade_no}, None
+
+    def mobile_pay_info(self, data, refuse):
+        """The PayReq of WeChat's mobile app SDK for a T_APP request (the
+        keys and the signed text are WeChat's APP 调起支付 ones; Huifu's
+        pay_info for T_APP is not published)"""
+        if not self.wechat_direct:
+            # the code and text of Huifu's 聚合正扫 error list
+            return refuse('交易类型不支持', '23000004')
+        wx_data = self.channel_data(data, 'wx_data')
+        if wx_data is None:
+            return refuse('wx_data格式错误')
+        app = wx_data.get('sub_appid')
+        if not app:
+            return refuse('sub_appid不能为空')
+        if app not in self.wechat_mobile_apps:
+            return refuse('sub_mch_id与sub_appid不匹配')
+        pay_info = {
+            'appid': app,
+            'partnerid': self.wechat_mch_id,
+            'prepayid': 'wx%s' % secrets.token_hex(15),
+            'package': 'Sign=WXPay',
+            'noncestr': secrets.token_hex(16),
+            'timestamp': str(int(time.time())),
+            }
+        pay_info['sign'] = sign(
+            self.wechat_key, self.app_sign_text(pay_info))
+        return pay_info, None
+
+    def unionpay_pay_info(self, data, refuse):
+        """The address the page in the UnionPay app opens to pay a U_JSAPI
+        request (Huifu's demo cashier opens pay_info; the address's form
+        is the simulator's own), for a user_id given out by usermark and
+        the phone's IP"""
+        unionpay_data = self.channel_data(data, 'unionpay_data')
+        if unionpay_data is None:
+            return refuse('unionpay_data格式错误')
+        user = unionpay_data.get('user_id')
+        if not user:
+            return refuse('user_id不能为空')
+        if user not in self.unionpay_users:
+            return refuse('user_id无效')
+        try:
+            ipaddress.ip_address(unionpay_data.get('customer_ip') or '')
+        except ValueError:
+            return refuse('customer_ip格式错误')
+        return 'https://qr.95516.com/qrcGtwWeb-web/pay/%s' % (
+            secrets.token_hex(16)), None
+
+    def usermark(self, data):
+        """获取银联用户标识: the user_id of a user authorization code, once
+        (codes and texts of its refusals are the simulator's own)"""
+        user = self.unionpay_codes.pop(data.get('auth_code'), None)
+        if user is None:
+            return {'resp_code': '10000000', 'resp_desc': 'auth_code无效'}
+        return {
+            'resp_code': '00000000', 'resp_desc': '成功',
+            'huifu_id': self.huifu_id, 'req_date': data['req_date'],
+            'req_seq_id': data['req_seq_id'], 'user_id': user,
+            }
+
+    # ---- the wallets' clients --------------------------------------------
+
+    def unionpay_authorize(self, user=None):
+        """Play UnionPay's userAuth page (qr.95516.com): the user agrees
+        and the page gets a userAuthCode; return (code, user_id). A
+        user_id holds base64's '+' (inside) as UnionPay's do"""
+        if user is None:
+            user = 'U%s+%sQ' % (
+                base64.b64encode(secrets.token_bytes(12)).decode(),
+                base64.b64encode(secrets.token_bytes(6)).decode())
+        code = secrets.token_urlsafe(16)
+        with self.lock:
+            self.unionpay_codes[code] = user
+            self.unionpay_users.add(user)
+        return code, user
+
+    def unionpay_opens(self, url, user):
+        """Play the UnionPay app opening a U_JSAPI pay_info address for
+        user and paying it: whether it was paid (only the trade's own
+        user, while it is open)"""
+        with self.lock:
+            for trade in self.trades.values():
+                if trade.pay_info == url and trade.trade_type == 'U_JSAPI':
+                    if trade.payer != user or trade.state != 'P':
+                        return False
+                    trade.pay()
+                    return True
+        return False
+
+    def wechat_app_pays(self, pay_info):
+        """Play WeChat's mobile app SDK paying a T_APP PayReq: whether it
+        was paid (a valid sign, an open trade)"""
+        if not self.verify_app_pay_info(pay_info):
+            return False
+        with self.lock:
+            for trade in self.trades.values():
+                if (trade.trade_type == 'T_APP' and trade.pay_info
+                        and json.loads(trade.pay_info)['prepayid']
+                        == pay_info['prepayid']):
+                    if trade.state != 'P':
+                        return False
+                    trade.pay()
+                    return True
+        return False
+
+    @staticmethod
+    def app_sign_text(pay_info):
+        "What WeChat's APP sign signs (API v3, RSA)"
+        return ''.join(f'{pay_info[k]}\n' for k in [
+                'appid', 'timestamp', 'noncestr', 'prepayid'])
+
+    def verify_app_pay_info(self, pay_info):
+        "Whether the T_APP pay_info carries a sign made here"
+        try:
+            self.wechat_key.public_key().verify(
+                base64.b64decode(pay_info['sign']),
+                self.app_sign_text(pay_info).encode(),
+                padding.PKCS1v15(), hashes.SHA256())
+        except (KeyError, ValueError, InvalidSignature):
+            return False
+        return True
 
     @staticmethod
     def pay_sign_text(pay_info):

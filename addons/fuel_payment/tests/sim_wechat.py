@@ -26,7 +26,18 @@ serves `GET /v3/certificates` (each certificate AEAD_AES_256_GCM under the
 APIv3 key, associated_data "certificate", the answer signed by the newest);
 `rotate()` adds a new certificate that signs from then on (both listed, as
 during WeChat's rotation); `certificates_api_key` and
-`certificates_signer` forge the list (another key, another signer)."""
+`certificates_signer` forge the list (another key, another signer).
+
+It is api.weixin.qq.com too (same host): `GET /sns/jscode2session` (a
+mini program's wx.login code) and `GET /sns/oauth2/access_token` (the
+code an official account page gets from WeChat's authorization redirect)
+check `appid` and `secret` (the AppSecrets of `app_secrets`, 40013 /
+40125 otherwise) and answer the openid the code was issued for: codes
+come from `wx_login` / `oauth_code` (the client's side), are bound to one
+app and one kind, single use (40163) and expire after LOGIN_CODE_TTL
+(40029, as an unknown code); `login_error` sets the errcode of the next
+login call (45011, -1). These answers are not signed (WeChat signs only
+WeChat Pay's)."""
 import base64
 import datetime as dt
 import gzip
@@ -47,6 +58,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 # the largest clock difference WeChat accepts in a request signature
 MAX_SKEW = 300
+# a login code (wx.login, the OAuth redirect) is valid this many seconds
+# (WeChat's login guide: 5 minutes) and once
+LOGIN_CODE_TTL = 300
+LOGIN_PATHS = {
+    '/sns/jscode2session': ('mini_program', 'js_code'),
+    '/sns/oauth2/access_token': ('jsapi', 'code'),
+    }
 PARTNER = '/v3/pay/partner/transactions'
 DIRECT = '/v3/pay/transactions'
 # the fee rate the simulated merchant pays (0.6 %), rounded to the fen
@@ -198,6 +216,10 @@ class WeChatSimulator:
         # platform certificate mode: (serial, key, PEM, not_before,
         # not_after) of the listed certificates, the newest last
         self.cert_mode = cert_mode
+        # api.weixin.qq.com: {appid: AppSecret}, {code: LoginCode}
+        self.app_secrets = {}
+        self.login_codes = {}
+        self.login_error = None
         self.certificates = []
         self.certificates_api_key = None
         self.certificates_signer = None
@@ -365,6 +387,13 @@ class WeChatSimulator:
     def handle(self, request, method):
         length = int(request.headers.get('Content-Length') or 0)
         body = request.rfile.read(length).decode() if length else ''
+        url = urllib.parse.urlsplit(request.path)
+        if url.path in LOGIN_PATHS:
+            with self.lock:
+                # the query holds the secret: only the path is recorded
+                self.requests.append((method, url.path))
+                self.login(request, method, url)
+            return
         with self.lock:
             self.requests.append((method, request.path))
             if self.down:
@@ -381,6 +410,85 @@ class WeChatSimulator:
             url = urllib.parse.urlsplit(request.path)
             data = json.loads(body) if body else {}
             self.route(request, method, url.path, data)
+
+    # ---- api.weixin.qq.com: login codes ------------------------------
+
+    def secret_of(self, appid):
+        "The AppSecret of appid, made on first use"
+        return self.app_secrets.setdefault(appid, secrets.token_hex(16))
+
+    def issue_code(self, appid, openid, kind):
+        code = secrets.token_hex(16)
+        self.login_codes[code] = {
+            'app': appid, 'openid': openid, 'kind': kind, 'used': False,
+            'expires': time.time() + LOGIN_CODE_TTL,
+            }
+        return code
+
+    def wx_login(self, appid, openid):
+        "The code wx.login gives a mini program's user"
+        return self.issue_code(appid, openid, 'mini_program')
+
+    def oauth_code(self, appid, openid):
+        """The code WeChat's authorization redirect (snsapi_base) gives an
+        official account page"""
+        return self.issue_code(appid, openid, 'jsapi')
+
+    def expire_code(self, code):
+        self.login_codes[code]['expires'] = time.time() - 1
+
+    def login_answer(self, request, data):
+        body = json.dumps(data).encode()
+        request.send_response(200)
+        request.send_header('Content-Type', 'application/json')
+        request.send_header('Content-Length', str(len(body)))
+        request.end_headers()
+        request.wfile.write(body)
+
+    def login(self, request, method, url):
+        """jscode2session / oauth2 access_token as WeChat answers them:
+        HTTP 200 with openid, or errcode and errmsg"""
+        kind, code_name = LOGIN_PATHS[url.path]
+        query = dict(urllib.parse.parse_qsl(url.query))
+
+        def error(errcode, errmsg):
+            self.login_answer(request, {'errcode': errcode, 'errmsg': errmsg})
+
+        if method != 'GET':
+            return error(43001, "require GET method")
+        if self.login_error is not None:
+            errcode, self.login_error = self.login_error, None
+            return error(errcode, {
+                    45011: "api minute-quota reach limit",
+                    -1: "system error"}.get(errcode, "error"))
+        if query.get('grant_type') != 'authorization_code':
+            return error(40002, "invalid grant_type")
+        appid = query.get('appid')
+        if appid not in self.app_secrets:
+            return error(40013, "invalid appid")
+        if not secrets.compare_digest(
+                query.get('secret', ''), self.app_secrets[appid]):
+            return error(40125, "invalid appsecret")
+        code = self.login_codes.get(query.get(code_name, ''))
+        if (code is None or code['app'] != appid or code['kind'] != kind
+                or code['expires'] < time.time()):
+            return error(40029, "invalid code")
+        if code['used']:
+            return error(40163, "code been used")
+        code['used'] = True
+        if kind == 'mini_program':
+            return self.login_answer(request, {
+                    'openid': code['openid'],
+                    'session_key': base64.b64encode(
+                        secrets.token_bytes(16)).decode(),
+                    })
+        return self.login_answer(request, {
+                'access_token': secrets.token_urlsafe(32),
+                'expires_in': 7200,
+                'refresh_token': secrets.token_urlsafe(32),
+                'openid': code['openid'],
+                'scope': 'snsapi_base',
+                })
 
     def partner_refusal(self, values, required_app):
         """Return (status, code, message) refusing the partner fields of

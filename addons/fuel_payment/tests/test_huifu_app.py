@@ -213,13 +213,13 @@ class HuifuAppTestCase(
     @with_transaction()
     def test_combination_not_offered_refused(self):
         """Test wallets and clients Huifu's jspay is not used for here
-        (WeChat mobile app, UnionPay JS, an unknown client) and apps not
-        bound to the merchant are refused before anything is created"""
+        (UnionPay mini program, Alipay mobile app, an unknown client) and
+        apps not bound to the merchant are refused before anything is
+        created (UnionPay JS and the WeChat mobile app: test_huifu_app2)"""
         company, setup, gateway, order = self.prepare()
         with set_company(company):
             for method, client in [
-                    ('wechat', 'app'),
-                    ('unionpay', 'jsapi'),
+                    ('wechat', 'h5'),
                     ('unionpay', 'mini_program'),
                     ('alipay', 'app'),
                     ('alipay', 'desktop'),
