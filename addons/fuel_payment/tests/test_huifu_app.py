@@ -32,13 +32,16 @@ ALIPAY_MINI_PROGRAM = '2021000000000001'
 ZH_CN_PO = pathlib.Path(__file__).parent.parent / 'locale' / 'zh_CN.po'
 
 
-class HuifuAppTestCase(
-        SimulatorsMixin, OperatorOnceMixin, PaymentDatabaseTestCase):
-    "Test in-app payments through the Huifu simulator"
+class HuifuAppMixin(SimulatorsMixin, OperatorOnceMixin):
+    """An operator whose Huifu gateway (the simulator's) takes WeChat,
+    Alipay and UnionPay from the apps client_apps names, with a box named
+    box; an order to pay in each test"""
 
     simulators = {
         'simulator': HuifuSimulator,
         }
+    client_apps = [MINI_PROGRAM, ALIPAY_MINI_PROGRAM]
+    box = 'BOX-H'
 
     @classmethod
     def build_operator(cls):
@@ -51,13 +54,12 @@ class HuifuAppTestCase(
             gateway, = Gateway.create([dict(
                         cls.simulator.gateway_values(), name="Huifu",
                         company=company.id,
-                        client_apps=' '.join([
-                                MINI_PROGRAM, ALIPAY_MINI_PROGRAM]))])
+                        client_apps=' '.join(cls.client_apps))])
             Method.write([
                     setup['methods'][k]
                     for k in ['wechat', 'alipay', 'unionpay']], {
                     'gateway': gateway.id})
-            create_box(setup['station'], 'BOX-H')
+            create_box(setup['station'], cls.box)
         return company, setup, gateway
 
     def prepare(self):
@@ -66,6 +68,7 @@ class HuifuAppTestCase(
         self.simulator.trades.clear()
         self.simulator.paying_queries = None
         self.simulator.down = False
+        self.simulator.wechat_direct = False
         company, setup, gateway = self.operator()
         with set_company(company):
             order = create_order(setup)
@@ -85,6 +88,10 @@ class HuifuAppTestCase(
         Payment = pool.get('fuel.payment.gateway.payment')
         self.assertEqual(Payment.search([], count=True), 0)
         self.assertEqual(self.simulator.trades, {})
+
+
+class HuifuAppTestCase(HuifuAppMixin, PaymentDatabaseTestCase):
+    "Test in-app payments through the Huifu simulator"
 
     @with_transaction()
     def test_wechat_mini_program_paid_by_notification(self):

@@ -7,22 +7,16 @@ import logging
 import pathlib
 
 from trytond.exceptions import UserError
-from trytond.modules.company.tests import create_company, set_company
+from trytond.modules.company.tests import set_company
 from trytond.pool import Pool
 from trytond.tests.test_tryton import with_transaction
 from trytond.transaction import Transaction
 
-from addons.fuel_device.tests.tools import create_box
-
 from ..gateway import PermanentError
-from .sim_huifu import HuifuSimulator
-from .test_gateway import OperatorOnceMixin, create_order
+from .test_gateway import create_order
+from .test_huifu_app import HuifuAppMixin
 from .test_module import message
-from .tools import (
-    PaymentDatabaseTestCase,
-    SimulatorsMixin,
-    create_payment_setup,
-)
+from .tools import PaymentDatabaseTestCase
 
 OPENID = 'oUpF8uMuAJO_M2pxb1Q9zNjWeS6o'
 MOBILE_APP = 'wx8888888888888803'
@@ -34,60 +28,11 @@ PHONE = '203.0.113.7'
 ZH_CN_PO = pathlib.Path(__file__).parent.parent / 'locale' / 'zh_CN.po'
 
 
-class HuifuApp2TestCase(
-        SimulatorsMixin, OperatorOnceMixin, PaymentDatabaseTestCase):
+class HuifuApp2TestCase(HuifuAppMixin, PaymentDatabaseTestCase):
     "Test UnionPay JS and WeChat mobile app payments through Huifu"
 
-    simulators = {
-        'simulator': HuifuSimulator,
-        }
-
-    @classmethod
-    def build_operator(cls):
-        pool = Pool()
-        Gateway = pool.get('fuel.payment.gateway')
-        Method = pool.get('sale.point.payment.method')
-        company = create_company()
-        with set_company(company):
-            setup = create_payment_setup(company)
-            gateway, = Gateway.create([dict(
-                        cls.simulator.gateway_values(), name="Huifu",
-                        company=company.id,
-                        client_apps=' '.join([
-                                MOBILE_APP, UNBOUND_MOBILE_APP]))])
-            Method.write([
-                    setup['methods'][k]
-                    for k in ['wechat', 'alipay', 'unionpay']], {
-                    'gateway': gateway.id})
-            create_box(setup['station'], 'BOX-H2')
-        return company, setup, gateway
-
-    def prepare(self):
-        # at the start of the test body: with_transaction runs it again
-        # on a rolled back database when a table must be locked first
-        self.simulator.trades.clear()
-        self.simulator.paying_queries = None
-        self.simulator.down = False
-        self.simulator.wechat_direct = False
-        company, setup, gateway = self.operator()
-        with set_company(company):
-            order = create_order(setup)
-        return company, setup, gateway, order
-
-    def create_app(self, order, method, client, **kwargs):
-        "Create the in-app payment and run the queue's submit at once"
-        pool = Pool()
-        Payment = pool.get('fuel.payment.gateway.payment')
-        payment = Payment(Payment.create_app(
-                order.id, method.id, client, **kwargs))
-        Payment.submit([payment])
-        return Payment(payment.id)
-
-    def assertNothingCreated(self):
-        pool = Pool()
-        Payment = pool.get('fuel.payment.gateway.payment')
-        self.assertEqual(Payment.search([], count=True), 0)
-        self.assertEqual(self.simulator.trades, {})
+    client_apps = [MOBILE_APP, UNBOUND_MOBILE_APP]
+    box = 'BOX-H2'
 
     @with_transaction()
     def test_unionpay_js_paid_in_unionpay_app(self):
