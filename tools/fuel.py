@@ -617,7 +617,9 @@ drop_db()
 
 
 def pytest_command(phase: Phase, args: list[str], report: Path) -> list[str]:
-    workers = (['-n', str(phase.workers), '--dist', 'loadscope']
+    # with workers, each passed subtest would print a letter (70,000)
+    workers = (['-n', str(phase.workers), '--dist', 'loadscope',
+            '-o', 'verbosity_subtests=0']
         if phase.workers else [])
     return [str(venv_tool('python')), '-m', 'pytest', '-q',
         '-p', 'no:cacheprovider', f'--junitxml={report}', *workers,

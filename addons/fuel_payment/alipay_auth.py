@@ -24,13 +24,14 @@ import datetime as dt
 import hashlib
 import hmac
 import html
+import json
 import logging
 import secrets
 import urllib.parse
 
 from trytond.i18n import gettext
 from trytond.model import ModelView, fields
-from trytond.pool import PoolMeta
+from trytond.pool import Pool, PoolMeta
 from trytond.protocols.wrappers import Response
 from trytond.pyson import Eval
 from trytond.transaction import Transaction, without_check_access
@@ -62,6 +63,8 @@ AUTH_STATUSES = [
     ('expired', "Expired"),
     ('withdrawn', "Withdrawn"),
     ]
+# the authorization states its administrators are told about, once
+NOTIFIED_STATUSES = {'expiring', 'expired', 'withdrawn'}
 # the values that reset an authorization: emptied, replaced or copied
 AUTH_FIELDS = [
     'app_refresh_token', 'auth_refresh_expiry', 'auth_status',
@@ -120,6 +123,7 @@ class Gateway(metaclass=PoolMeta):
         help="Alipay ISV mode: the operator's authorization as Alipay "
         "last told: valid, expiring (near its end and not renewed), "
         "expired, or withdrawn by the operator; checked daily.")
+    auth_status_string = auth_status.translated('auth_status')
     auth_checked = fields.DateTime(
         "Authorization Checked", readonly=True,
         states={
@@ -293,9 +297,51 @@ class Gateway(metaclass=PoolMeta):
         ends within REFRESH_BEFORE, flag it expiring, expired or
         withdrawn; leave it as it was when Alipay cannot be reached"""
         for gateway in gateways:
+            before = gateway.auth_status
             values = gateway._check_alipay_authorization()
             if values:
                 cls.write([gateway], values)
+                status = values.get('auth_status')
+                if status in NOTIFIED_STATUSES and status != before:
+                    gateway.notify_authorization()
+
+    def notify_authorization(self):
+        """Tell the platform administrators and the operator's
+        administrators, each in their language, that the gateway's
+        authorization needs them (a notification in their client)"""
+        pool = Pool()
+        ModelData = pool.get('ir.model.data')
+        Notification = pool.get('res.notification')
+        User = pool.get('res.user')
+        platform = ModelData.get_id('fuel_station', 'group_fuel_admin')
+        operator = ModelData.get_id(
+            'fuel_station', 'group_fuel_operator_admin')
+        users = User.search(['OR',
+                ('groups', '=', platform),
+                [
+                    ('groups', '=', operator),
+                    ('companies', '=', self.company.id),
+                    ],
+                ])
+        notifications = []
+        for user in users:
+            language = user.language.code if user.language else None
+            with Transaction().set_context(language=language):
+                gateway = self.__class__(self.id)
+                notifications.append({
+                        'user': user.id,
+                        'label': gettext(
+                            'fuel_payment.msg_gateway_alipay_auth_notify',
+                            gateway=gateway.rec_name,
+                            status=gateway.auth_status_string),
+                        'description': gettext(
+                            'fuel_payment'
+                            '.msg_gateway_alipay_auth_notify_description'),
+                        'icon': 'tryton-warning',
+                        'model': self.__name__,
+                        'records': json.dumps([self.id]),
+                        })
+        Notification.create(notifications)
 
     def _check_alipay_authorization(self):
         token = self.auth_token()

@@ -489,6 +489,75 @@ class AlipayAuthTestCase(
         self.assertIsNotNone(gateway.auth_checked)
 
     @with_transaction()
+    def test_administrators_notified(self):
+        """Test the platform's and the operator's administrators get a
+        notification in their client, in their language, when the
+        authorization becomes expiring or withdrawn, once per change; the
+        station manager and another operator's administrator get none"""
+        pool = Pool()
+        Notification = pool.get('res.notification')
+        Lang = pool.get('ir.lang')
+        User = pool.get('res.user')
+        op = self.prepare()
+        Translation = pool.get('ir.translation')
+        zh_cn, = Lang.search([('code', '=', 'zh_CN')])
+        Lang.write([zh_cn], {'translatable': True})
+        Translation.translation_import('zh_CN', 'fuel_payment', str(
+                pathlib.Path(__file__).parent.parent / 'locale' / 'zh_CN.po'))
+        User.write([op['admin']], {'language': zh_cn.id})
+        manager = create_user(
+            'auth_notify_manager', op['company'], 'role_station_manager',
+            [op['setup']['station']])
+        other = create_user(
+            'auth_notify_other', create_company(name="Operator C"),
+            'role_operator_admin')
+        platform_admin = User(1)
+
+        def told():
+            return {
+                (n.user.id, n.label) for n in Notification.search([])}
+        gateway = self.authorize(op)
+        self.check(op)
+        self.assertEqual(told(), set())
+        self.simulator.auth_ends[gateway.auth_token()] = (
+            dt.datetime.now(dt.UTC) + dt.timedelta(days=3))
+        self.simulator.refresh_tokens.clear()
+        with self.assertLogs('addons.fuel_payment.alipay_auth', 'WARNING'):
+            self.check(op)
+        name = gateway.rec_name
+        self.assertEqual(told(), {
+                (platform_admin.id, message(
+                        'msg_gateway_alipay_auth_notify', gateway=name,
+                        status="Expiring")),
+                (op['admin'].id,
+                    f'网关"{name}"的支付宝授权：即将到期'),
+                })
+        notification, = Notification.search(
+            [('user', '=', op['admin'].id)])
+        self.assertEqual(
+            (notification.model, json.loads(notification.records)),
+            ('fuel.payment.gateway', [gateway.id]))
+        self.assertTrue(notification.unread)
+        notification, = Notification.search(
+            [('user', '=', platform_admin.id)])
+        self.assertEqual(notification.description, message(
+                'msg_gateway_alipay_auth_notify_description'))
+        self.assertNotIn(manager.id, {u for u, _ in told()})
+        self.assertNotIn(other.id, {u for u, _ in told()})
+        # the next day, still expiring: nobody is told again
+        with self.assertLogs('addons.fuel_payment.alipay_auth', 'WARNING'):
+            self.check(op)
+        self.assertEqual(len(Notification.search([])), 2)
+        self.simulator.withdraw(gateway.auth_token())
+        with self.assertLogs('addons.fuel_payment.alipay_auth', 'WARNING'):
+            self.check(op)
+        self.assertEqual(len(Notification.search([])), 4)
+        self.assertIn(
+            (platform_admin.id, message(
+                    'msg_gateway_alipay_auth_notify', gateway=name,
+                    status="Withdrawn")), told())
+
+    @with_transaction()
     def test_secrets_not_readable(self):
         """Test operator users read neither the refresh token nor the link's
         digest over RPC; administrators set them without reading"""
