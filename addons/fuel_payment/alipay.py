@@ -5,6 +5,7 @@ own application or as the platform's third-party application (ISV) with
 the operator's app_auth_token, in public key mode or in public key
 certificate mode (公钥证书模式)"""
 import csv
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -74,6 +75,36 @@ AUTH_TOKEN_APP = 'alipay.open.auth.token.app'
 # the operator's app_auth_token is unknown, expired or withdrawn (code
 # 20001); "-no-api": it does not grant the method called
 INVALID_AUTH_TOKEN = 'aop.invalid-app-auth-token'
+# what Alipay posts to the application's gateway (应用网关, one address
+# per application, set in Alipay's console): the operator's authorization
+# (notify_type open_app_auth_notify, status execute_auth, biz_content
+# {"notify_context": {...}, "detail": {app_auth_token, app_refresh_token,
+# user_id, auth_app_id, app_id, expires_in, re_expires_in, auth_time (ms),
+# app_auth_code}}: Alipay's examples of its authorization notice, quoted
+# by integrations) and the message of its cancellation (message service:
+# msg_method alipay.open.auth.appauth.cancelled, notify_id, utc_timestamp
+# (ms), app_id, biz_content with the authorizer's auth_app_id, as an
+# integration reads it; msg_uid, msg_app_id as an SDK declares the
+# message's fields); see alipay_auth.py
+AUTH_NOTIFY = 'open_app_auth_notify'
+AUTH_EXECUTED = 'execute_auth'
+AUTH_CANCELLED = 'alipay.open.auth.appauth.cancelled'
+
+
+@dataclasses.dataclass(frozen=True)
+class AppMessage:
+    """A verified message of the application's gateway: kind granted
+    (authorization, its values as exchange_auth_token gives them),
+    cancelled or other; the authorizer's user (PID) and application, the
+    time Alipay gives (naive UTC or None)"""
+    id: str
+    kind: str
+    user: str | None
+    auth_app: str | None
+    time: dt.datetime | None
+    authorization: dict | None = None
+
+
 # the detail file of the trade bill (业务明细): 25 columns
 BILL_COLUMNS = (
     '支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,'
@@ -633,6 +664,95 @@ class AlipayProvider(Provider):
         return Notification(
             id=params['notify_id'], number=params['out_trade_no'],
             result=self._trade_result(params))
+
+    def parse_app_message(self, body):
+        """Verify and read a message Alipay posts to the application's
+        gateway (应用网关, alipay_auth.py): the operator's authorization
+        (AUTH_NOTIFY, form fields and biz_content as Alipay's examples show)
+        or its cancellation (AUTH_CANCELLED, a message of Alipay's message
+        service); verified as a payment notification is (sorted pairs
+        without sign and sign_type, the application's Alipay key or
+        certificate). Return an AppMessage; raise ForgedNotification."""
+        params = dict(urllib.parse.parse_qsl(
+                body or '', keep_blank_values=True))
+        signature = params.pop('sign', None)
+        if not signature:
+            raise ForgedNotification("no signature")
+        try:
+            verified = self.client.verify(dict(params), signature)
+        except (AliPayException, ValueError, TypeError) as exception:
+            raise ForgedNotification(type(exception).__name__) from None
+        if not verified:
+            raise ForgedNotification("signature")
+        if params.get('app_id') != self.credentials.app:
+            raise ForgedNotification("another application")
+        if not params.get('notify_id'):
+            raise ForgedNotification("incomplete")
+        try:
+            biz = json.loads(params.get('biz_content') or '{}')
+        except ValueError:
+            raise ForgedNotification("biz_content") from None
+        if not isinstance(biz, dict):
+            raise ForgedNotification("biz_content")
+        if params.get('notify_type') == AUTH_NOTIFY:
+            detail = biz.get('detail')
+            if not isinstance(detail, dict):
+                raise ForgedNotification("incomplete")
+            if detail.get('app_id', params['app_id']) != params['app_id']:
+                raise ForgedNotification("another application")
+            when = _epoch_ms(detail.get('auth_time'))
+            if when is None:
+                try:
+                    when = parse_time(params.get('notify_time'))
+                except ValueError:
+                    when = None
+            base = when or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+            return AppMessage(
+                id=params['notify_id'],
+                kind=(
+                    'granted'
+                    if params.get('status', AUTH_EXECUTED) == AUTH_EXECUTED
+                    else 'other'),
+                user=detail.get('user_id'),
+                auth_app=(
+                    detail.get('auth_app_id') or params.get('auth_app_id')),
+                time=when,
+                authorization={
+                    'user_id': detail.get('user_id'),
+                    'auth_app_id': (
+                        detail.get('auth_app_id')
+                        or params.get('auth_app_id')),
+                    'app_auth_token': detail.get('app_auth_token'),
+                    'app_refresh_token': detail.get('app_refresh_token'),
+                    'expiry': _after(base, detail.get('expires_in')),
+                    'refresh_expiry': _after(
+                        base, detail.get('re_expires_in')),
+                    })
+        if params.get('msg_method') == AUTH_CANCELLED:
+            return AppMessage(
+                id=params['notify_id'], kind='cancelled',
+                user=biz.get('user_id') or params.get('msg_uid'),
+                auth_app=biz.get('auth_app_id') or params.get('msg_app_id'),
+                time=_epoch_ms(params.get('utc_timestamp')))
+        return AppMessage(
+            id=params['notify_id'], kind='other', user=None, auth_app=None,
+            time=None)
+
+
+def _epoch_ms(value):
+    "Alipay's milliseconds since the epoch as naive UTC, or None"
+    try:
+        return dt.datetime.fromtimestamp(
+            int(value) / 1000, dt.UTC).replace(tzinfo=None)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
+def _after(base, seconds):
+    try:
+        return base + dt.timedelta(seconds=int(seconds))
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _zip_name(info):

@@ -19,7 +19,17 @@ Facts (sources in doc/modules/fuel_payment.md, Alipay ISV authorization):
   re_expires_in, at the answer's top level or in its `tokens` list;
 - after a refresh the old app_auth_token still works for 10 minutes;
   expires_in is marked obsolete (tokens are now long lived) but still
-  given."""
+  given;
+- Alipay also posts to the application's gateway (应用网关, one address
+  set on the application in Alipay's console) the authorization notice
+  (notify_type open_app_auth_notify, status execute_auth, the token,
+  refresh token, user_id, auth_app_id, expires_in, re_expires_in and
+  auth_time in biz_content's detail) and, to a subscriber of its message
+  service, the cancellation (msg_method
+  alipay.open.auth.appauth.cancelled, biz_content's auth_app_id), both
+  signed over the sorted pairs without sign and sign_type and answered
+  "success" (routes.alipay_app); a repeated authorization replaces the
+  token."""
 import datetime as dt
 import hashlib
 import hmac
@@ -38,7 +48,7 @@ from trytond.transaction import Transaction, without_check_access
 from trytond.wizard import Button, StateView, Wizard
 
 from .exceptions import GatewayError
-from .gateway import PermanentError, TransientError
+from .gateway import ForgedNotification, PermanentError, TransientError
 
 logger = logging.getLogger(__name__)
 
@@ -343,6 +353,143 @@ class Gateway(metaclass=PoolMeta):
                         })
         Notification.create(notifications)
 
+    @classmethod
+    def receive_alipay_app_message(cls, application, body):
+        """Verify and apply a message Alipay posted to the gateway of the
+        application of gateway application (a platform account, or a
+        gateway holding the platform's keys itself): the operator's
+        authorization or its cancellation
+
+        Return 'accepted' (applied, or ignored and logged), 'duplicate'
+        (its notify_id already received) or 'refused' (forged, logged
+        without its content); each is kept as a notification of
+        application, its notify_id deduplicated like a payment's."""
+        pool = Pool()
+        Notification = pool.get('fuel.payment.gateway.notification')
+        try:
+            message = application.get_provider().parse_app_message(body)
+        except ForgedNotification as exception:
+            logger.warning(
+                "gateway %s: Alipay application message refused: %s",
+                application.id, exception)
+            Notification.create([{
+                        'company': application.company.id,
+                        'gateway': application.id,
+                        'received': utcnow(),
+                        'state': 'refused',
+                        'error': str(exception)[:200],
+                        }])
+            return 'refused'
+        if Notification.search([
+                    ('gateway', '=', application.id),
+                    ('notification', '=', message.id),
+                    ], limit=1):
+            return 'duplicate'
+        ignored = cls._apply_alipay_app_message(application, message)
+        Notification.create([{
+                    'company': application.company.id,
+                    'gateway': application.id,
+                    'notification': message.id,
+                    'received': utcnow(),
+                    'state': 'accepted',
+                    'error': ignored,
+                    }])
+        return 'accepted'
+
+    @classmethod
+    def _apply_alipay_app_message(cls, application, message):
+        """Store the authorization of a granted message on the gateways of
+        application that asked for it, flag those of a cancelled one
+        withdrawn; return None, or why nothing was done (logged)"""
+        if message.kind not in {'granted', 'cancelled'}:
+            logger.info(
+                "gateway %s: Alipay message %s is not an authorization: "
+                "ignored", application.id, message.id)
+            return "ignored: not an authorization"
+        if application.shared:
+            domain = [('platform_account', '=', application.id)]
+        else:
+            domain = [('id', '=', application.id)]
+        domain.append(('channel', '=', 'alipay'))
+        if message.kind == 'granted':
+            targets = cls._alipay_grant_targets(domain, message)
+        else:
+            targets = cls._alipay_cancel_targets(domain, message)
+        if not targets:
+            logger.warning(
+                "gateway %s: Alipay %s authorization of merchant %s "
+                "(application %s) matches no gateway asking for it: "
+                "ignored", application.id, message.kind, message.user,
+                message.auth_app)
+            return "ignored: no gateway"
+        done = False
+        for gateway in targets:
+            cls.lock([gateway])
+            gateway = cls(gateway.id)
+            # the gateway knows newer: stored, checked or told since
+            if (gateway.auth_token() and gateway.auth_checked
+                    and message.time and message.time < gateway.auth_checked):
+                logger.info(
+                    "gateway %s: Alipay message %s older than its "
+                    "authorization: ignored", gateway.id, message.id)
+                continue
+            if message.kind == 'granted':
+                values = gateway.alipay_authorization(message.authorization)
+                # the link stays open for the browser's redirect, which
+                # Alipay sends at the same time: its exchange closes it
+                del values['auth_request'], values['auth_request_expiry']
+                values['auth_checked'] = message.time or values[
+                    'auth_checked']
+                cls.write([gateway], values)
+                logger.info(
+                    "gateway %s: Alipay authorization stored from Alipay's "
+                    "message %s", gateway.id, message.id)
+            else:
+                before = gateway.auth_status
+                cls.write([gateway], {
+                        'auth_status': 'withdrawn',
+                        'auth_checked': message.time or utcnow(),
+                        })
+                logger.warning(
+                    "Alipay authorization of gateway %s withdrawn "
+                    "(Alipay's message %s)", gateway.id, message.id)
+                if before != 'withdrawn':
+                    gateway.notify_authorization()
+            done = True
+        return None if done else "ignored: older than the authorization"
+
+    @classmethod
+    def _alipay_grant_targets(cls, domain, message):
+        """The gateways of domain an authorization message is for: of its
+        merchant, and either with an authorization link not expired (the
+        operator was asked) or already authorized by the same application
+        (a renewal); never another gateway: a message nobody asked for
+        binds nothing"""
+        authorization = message.authorization or {}
+        if not message.user or not authorization.get('app_auth_token'):
+            return []
+        now = utcnow()
+        gateways = cls.search(
+            domain + [('merchant', '=', message.user)], order=[('id', 'ASC')])
+        return [
+            g for g in gateways
+            if (g.auth_app and g.auth_app == message.auth_app)
+            or (g.auth_request_expiry and g.auth_request_expiry > now)]
+
+    @classmethod
+    def _alipay_cancel_targets(cls, domain, message):
+        """The gateways of domain authorized by the application a
+        cancellation names (and of its merchant when it names one) that
+        hold a token"""
+        if not message.auth_app:
+            return []
+        domain = domain + [('auth_app', '=', message.auth_app)]
+        if message.user:
+            domain.append(('merchant', '=', message.user))
+        return [
+            g for g in cls.search(domain, order=[('id', 'ASC')])
+            if g.auth_token()]
+
     def _check_alipay_authorization(self):
         token = self.auth_token()
         if self.channel != 'alipay' or not token:
@@ -457,6 +604,27 @@ class Cron(metaclass=PoolMeta):
         cls.method.selection.append(
             ('fuel.payment.gateway|check_alipay_authorizations',
                 "Check and Refresh the Alipay ISV Authorizations"))
+
+
+def receive_app_message(request, pool, gateway_id):
+    """Apply a message Alipay posted to the gateway of the application
+    gateway_id holds (routes.py): a gateway holding its own keys, usually
+    the platform account; answer as Alipay expects ("success")"""
+    Gateway = pool.get('fuel.payment.gateway')
+    body = request.get_data(as_text=True)
+    with without_check_access():
+        gateways = Gateway.search([
+                ('id', '=', gateway_id),
+                ('channel', '=', 'alipay'),
+                ('platform_account', '=', None),
+                ], limit=1)
+        if not gateways:
+            return Response(status=404)
+        application, = gateways
+        outcome = Gateway.receive_alipay_app_message(application, body)
+        status, text, content_type = application.get_provider().answer(
+            outcome, body)
+    return Response(text, status=status, content_type=content_type)
 
 
 def receive_authorization(request, pool):

@@ -16,7 +16,7 @@ from trytond.protocols.wrappers import (
 from trytond.transaction import Transaction, without_check_access
 from trytond.wsgi import app
 
-from .alipay_auth import receive_authorization
+from .alipay_auth import receive_app_message, receive_authorization
 from .gateway import TransientError
 
 
@@ -57,3 +57,16 @@ def alipay_authorized(request, pool):
     platform's application: ?app_id=..&app_auth_code=..&state=..; the
     state names the gateway (alipay_auth.py), the answer is a page"""
     return receive_authorization(request, pool)
+
+
+@app.route(
+    '/<database_name>/fuel_payment/alipay/app/<int:gateway_id>',
+    methods=['POST'])
+@with_pool
+@with_transaction()
+def alipay_app(request, pool, gateway_id):
+    """The gateway (应用网关) of the Alipay application gateway_id holds (the
+    platform account): Alipay's messages of the operators' authorizations
+    and of their cancellation (alipay_auth.py); answered with the plain
+    text success as Alipay expects"""
+    return receive_app_message(request, pool, gateway_id)

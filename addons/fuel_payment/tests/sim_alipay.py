@@ -33,6 +33,11 @@ a refresh replaces the refresh token at once and the token after 10
 minutes; `withdraw()` cancels an authorization; `auth_ends` sets the
 auth_end the query gives. Refusals come as `error_response`
 (isv.code-invalid, isv.refresh-token-invalid, ...).
+`grant()` gives an authorization and `auth_notification()` the notice
+(open_app_auth_notify) Alipay posts of it to the application's gateway,
+`auth_cancelled()` withdraws one and gives the message of its
+cancellation (alipay.open.auth.appauth.cancelled), both signed as a
+payment notification is (`forge`: with another key).
 
 In-app: it makes `alipay.trade.create` trades (JSAPI_PAY) bound to their
 buyer and mini program, and `client_pays` acts as the Alipay client that
@@ -718,8 +723,9 @@ class AlipaySimulator:
             if code is None or code['used'] or code['expires'] <= now:
                 return refused('isv.code-invalid', '授权码code无效')
             code['used'] = True
-            entries = [self.new_tokens(code['seller'], a)
-                for a in code['apps']]
+            # the authorization its notice already gave (grant())
+            entries = code.get('entries') or [
+                self.new_tokens(code['seller'], a) for a in code['apps']]
         elif biz.get('grant_type') == 'refresh_token':
             refresh = self.refresh_tokens.pop(
                 biz.get('refresh_token') or '', None)
@@ -901,6 +907,86 @@ class AlipaySimulator:
         headers = {
             'Content-Type': 'application/x-www-form-urlencoded; charset=utf-8'}
         return headers, urllib.parse.urlencode(params)
+
+    # ---- the application's gateway (应用网关) -------------------------------
+
+    def app_message(self, params, forge=False):
+        """Return (headers, body) of the form Alipay posts to the
+        application's gateway: params signed over the sorted pairs without
+        sign and sign_type (with another key if forge)"""
+        params = dict(params, app_id=params.get('app_id', self.app_id),
+            charset='utf-8')
+        message = '&'.join('%s=%s' % kv for kv in sorted(params.items()))
+        params['sign'] = sign(new_key() if forge else self.alipay_key, message)
+        params['sign_type'] = 'RSA2'
+        headers = {
+            'Content-Type': 'application/x-www-form-urlencoded; charset=utf-8'}
+        return headers, urllib.parse.urlencode(params)
+
+    def grant(self, seller, app, code=None):
+        """The authorization seller gives for its application app: a new
+        token and refresh token; with the code of the approval (issue_code,
+        approve) the exchange of that code gives the same ones"""
+        entry = self.new_tokens(seller, app)
+        if code is not None:
+            self.app_auth_codes[code]['entries'] = [entry]
+        return entry
+
+    def auth_notification(self, entry, forge=False, notify_id=None,
+            status='execute_auth', when=None, code=None):
+        """Return (headers, body) of the authorization notice
+        (open_app_auth_notify) of entry (grant()) as Alipay posts it to
+        the application's gateway, its biz_content's detail as in Alipay's
+        examples; when: the auth_time (now)"""
+        when = when or dt.datetime.now(dt.UTC)
+        detail = {
+            'app_auth_token': entry['app_auth_token'],
+            'user_id': entry['user_id'],
+            're_expires_in': entry['re_expires_in'],
+            'auth_time': int(when.timestamp() * 1000),
+            'app_refresh_token': entry['app_refresh_token'],
+            'auth_app_id': entry['auth_app_id'],
+            'app_id': self.app_id,
+            'expires_in': entry['expires_in'],
+            'app_auth_code': code or secrets.token_hex(16),
+            }
+        biz = {
+            'notify_context': {'trigger': 'auth_link'},
+            'detail': detail,
+            'error': {},
+            }
+        return self.app_message({
+                'notify_id': notify_id or secrets.token_hex(16),
+                'notify_type': 'open_app_auth_notify',
+                'notify_time': when.astimezone(BEIJING).strftime(
+                    '%Y-%m-%d %H:%M:%S'),
+                'status': status,
+                'version': '1.0',
+                'auth_app_id': entry['auth_app_id'],
+                'biz_content': json.dumps(biz, separators=(',', ':')),
+                }, forge=forge)
+
+    def auth_cancelled(self, token, forge=False, notify_id=None, when=None):
+        """Withdraw the authorization of token (withdraw()) and return
+        (headers, body) of the message Alipay's message service posts to
+        the application's gateway (msg_method
+        alipay.open.auth.appauth.cancelled, version 1.1, utc_timestamp in
+        ms); biz_content names the authorizer's auth_app_id, msg_uid and
+        msg_app_id the merchant and its application (assumed)"""
+        seller, app = self.auth_tokens[token]
+        self.withdraw(token)
+        when = when or dt.datetime.now(dt.UTC)
+        return self.app_message({
+                'notify_id': notify_id or secrets.token_hex(16),
+                'utc_timestamp': str(int(when.timestamp() * 1000)),
+                'msg_method': 'alipay.open.auth.appauth.cancelled',
+                'msg_type': 'app',
+                'msg_uid': seller,
+                'msg_app_id': app,
+                'version': '1.1',
+                'biz_content': json.dumps(
+                    {'auth_app_id': app}, separators=(',', ':')),
+                }, forge=forge)
 
     # ---- bills -----------------------------------------------------------
 
