@@ -282,13 +282,13 @@ class HuifuProvider(Provider):
                 "no in-app payment for %s from %s" % key)
         trade_type, field, payer_key = APP_TYPES[key]
         extra = {}
-        if payer_key:
-            extra[payer_key] = payment.payer
         if trade_type == 'U_JSAPI':
             # a user_id carried in a page address may come back with
             # spaces for its '+' (Huifu's demo cashier mends them)
-            extra['user_id'] = re.sub(r'\s', '+', payment.payer or '')
+            extra[payer_key] = re.sub(r'\s', '+', payment.payer or '')
             extra['customer_ip'] = payment.client_ip
+        elif payer_key:
+            extra[payer_key] = payment.payer
         app = payment.client_app
         if app and app != self.gateway.app and field in APP_KEYS:
             extra[APP_KEYS[field]] = app

@@ -307,13 +307,19 @@ class Gateway(metaclass=PoolMeta):
         ends within REFRESH_BEFORE, flag it expiring, expired or
         withdrawn; leave it as it was when Alipay cannot be reached"""
         for gateway in gateways:
-            before = gateway.auth_status
             values = gateway._check_alipay_authorization()
             if values:
-                cls.write([gateway], values)
-                status = values.get('auth_status')
-                if status in NOTIFIED_STATUSES and status != before:
-                    gateway.notify_authorization()
+                cls.write_authorization(gateway, values)
+
+    @classmethod
+    def write_authorization(cls, gateway, values):
+        """Write the values of gateway's authorization; tell its
+        administrators when they turn it expiring, expired or withdrawn"""
+        before = gateway.auth_status
+        cls.write([gateway], values)
+        status = values.get('auth_status')
+        if status in NOTIFIED_STATUSES and status != before:
+            gateway.notify_authorization()
 
     def notify_authorization(self):
         """Tell the platform administrators and the operator's
@@ -445,16 +451,13 @@ class Gateway(metaclass=PoolMeta):
                     "gateway %s: Alipay authorization stored from Alipay's "
                     "message %s", gateway.id, message.id)
             else:
-                before = gateway.auth_status
-                cls.write([gateway], {
+                cls.write_authorization(gateway, {
                         'auth_status': 'withdrawn',
                         'auth_checked': message.time or utcnow(),
                         })
                 logger.warning(
                     "Alipay authorization of gateway %s withdrawn "
                     "(Alipay's message %s)", gateway.id, message.id)
-                if before != 'withdrawn':
-                    gateway.notify_authorization()
             done = True
         return None if done else "ignored: older than the authorization"
 

@@ -23,6 +23,7 @@ from .sim_alipay import AlipaySimulator
 from .sim_huifu import HuifuSimulator
 from .sim_wechat import WeChatSimulator
 from .test_gateway import OperatorOnceMixin, create_gateway, create_order
+from .test_huifu_app import HuifuAppMixin
 from .test_module import message
 from .test_platform_account import operator_gateway
 from .tools import (
@@ -698,9 +699,7 @@ class AlipayISVLoginTestCase(AlipayLoginTestCase):
                 app=self.simulator.app_id, expected=AUTH_APP)
 
 
-class HuifuLoginTestCase(
-        LoginMixin, SimulatorsMixin, OperatorOnceMixin,
-        PaymentDatabaseTestCase):
+class HuifuLoginTestCase(LoginMixin, HuifuAppMixin, PaymentDatabaseTestCase):
     """Test the payer of Huifu in-app payments from the login code: a
     WeChat mini program's code resolved with its AppSecret kept on the Huifu
     gateway (Huifu needs its sub_openid); Alipay's codes cannot be"""
@@ -709,22 +708,13 @@ class HuifuLoginTestCase(
         'simulator': HuifuSimulator,
         'wechat': functools.partial(WeChatSimulator, apps=[HUIFU_MINI_APP]),
         }
+    client_apps = [HUIFU_MINI_APP, ALIPAY_MINI_APP]
+    box = 'BOX-HL'
 
     @classmethod
     def build_operator(cls):
-        pool = Pool()
-        Gateway = pool.get('fuel.payment.gateway')
-        Method = pool.get('sale.point.payment.method')
-        company = create_company()
+        company, setup, gateway = super().build_operator()
         with set_company(company):
-            setup = create_payment_setup(company)
-            gateway, = Gateway.create([dict(
-                        cls.simulator.gateway_values(), name="Huifu L",
-                        company=company.id,
-                        client_apps=f'{HUIFU_MINI_APP} {ALIPAY_MINI_APP}')])
-            Method.write([
-                    setup['methods'][k] for k in ['wechat', 'alipay']], {
-                    'gateway': gateway.id})
             # Huifu's gateway URL is Huifu's: the login app names WeChat's
             login_app(
                 gateway, HUIFU_MINI_APP, 'mini_program',
