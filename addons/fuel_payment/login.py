@@ -46,6 +46,10 @@ WECHAT_CODE_USED = 40163
 WECHAT_RATE = 45011
 WECHAT_BUSY = -1
 WECHAT_CREDENTIALS = {40013, 40125, 40001}
+# web page authorization's flag of a page opened as a snapshot (快照页,
+# a link shared in Moments opened without the user's consent): its
+# openid is a placeholder that cannot pay
+WECHAT_SNAPSHOT = 1
 # Alipay's sub_code of a wrong, used or expired auth code
 ALIPAY_CODE_INVALID = 'isv.code-invalid'
 
@@ -237,6 +241,8 @@ class GatewayApp(ModelSQL, ModelView):
             raise LoginError(gettext(
                     'fuel_payment.msg_login_refused', channel="WeChat",
                     error=f"{errcode} {data.get('errmsg', '')}".strip()))
+        if data.get('is_snapshotuser') == WECHAT_SNAPSHOT:
+            raise LoginError(gettext('fuel_payment.msg_login_snapshot'))
         return data['openid']
 
     @classmethod

@@ -417,11 +417,11 @@ class WeChatSimulator:
         "The AppSecret of appid, made on first use"
         return self.app_secrets.setdefault(appid, secrets.token_hex(16))
 
-    def issue_code(self, appid, openid, kind):
+    def issue_code(self, appid, openid, kind, snapshot=False):
         code = secrets.token_hex(16)
         self.login_codes[code] = {
             'app': appid, 'openid': openid, 'kind': kind, 'used': False,
-            'expires': time.time() + LOGIN_CODE_TTL,
+            'expires': time.time() + LOGIN_CODE_TTL, 'snapshot': snapshot,
             }
         return code
 
@@ -429,10 +429,11 @@ class WeChatSimulator:
         "The code wx.login gives a mini program's user"
         return self.issue_code(appid, openid, 'mini_program')
 
-    def oauth_code(self, appid, openid):
+    def oauth_code(self, appid, openid, snapshot=False):
         """The code WeChat's authorization redirect (snsapi_base) gives an
-        official account page"""
-        return self.issue_code(appid, openid, 'jsapi')
+        official account page; snapshot: the page opened as a snapshot
+        (快照页), whose openid WeChat flags is_snapshotuser 1"""
+        return self.issue_code(appid, openid, 'jsapi', snapshot=snapshot)
 
     def expire_code(self, code):
         self.login_codes[code]['expires'] = time.time() - 1
@@ -482,13 +483,16 @@ class WeChatSimulator:
                     'session_key': base64.b64encode(
                         secrets.token_bytes(16)).decode(),
                     })
-        return self.login_answer(request, {
-                'access_token': secrets.token_urlsafe(32),
-                'expires_in': 7200,
-                'refresh_token': secrets.token_urlsafe(32),
-                'openid': code['openid'],
-                'scope': 'snsapi_base',
-                })
+        answer = {
+            'access_token': secrets.token_urlsafe(32),
+            'expires_in': 7200,
+            'refresh_token': secrets.token_urlsafe(32),
+            'openid': code['openid'],
+            'scope': 'snsapi_base',
+            }
+        if code['snapshot']:
+            answer['is_snapshotuser'] = 1
+        return self.login_answer(request, answer)
 
     def partner_refusal(self, values, required_app):
         """Return (status, code, message) refusing the partner fields of

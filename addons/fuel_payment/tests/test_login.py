@@ -217,6 +217,25 @@ class WeChatLoginTestCase(
         self.assertEqual(payment.order.state, 'paid')
 
     @with_transaction()
+    def test_snapshot_page_refused(self):
+        """Test the code of a page opened as a WeChat snapshot (its openid
+        a placeholder) is refused with the way out, nothing created, and
+        the same page opened in full pays"""
+        company, setup, _gateway, order = self.prepare()
+        code = self.simulator.oauth_code(
+            self.simulator.appid, PAGE_OPENID, snapshot=True)
+        with set_company(company):
+            self.assertRefused(
+                lambda: self.create_app(order, setup, 'jsapi', code=code),
+                'msg_login_snapshot')
+            self.assertEqual(self.payments(), 0)
+            self.assertEqual(self.simulator.orders, {})
+            code = self.simulator.oauth_code(
+                self.simulator.appid, PAGE_OPENID)
+            payment = self.create_app(order, setup, 'jsapi', code=code)
+            self.assertEqual(payment.payer, PAGE_OPENID)
+
+    @with_transaction()
     def test_bad_codes_refused(self):
         """Test expired, forged, used and other kinds' codes are refused
         with their messages before anything is created"""

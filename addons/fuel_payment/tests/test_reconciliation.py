@@ -14,7 +14,7 @@ from trytond.pool import Pool
 from trytond.tests.test_tryton import with_transaction
 
 from ..aggregator import parse_trade_bill as parse_huifu_bill
-from ..alipay import parse_trade_bill as parse_alipay_bill
+from ..alipay_bill import parse_trade_bill as parse_alipay_bill
 from ..gateway import BillFormatError
 from ..reconciliation import BILL_TIMEZONE
 from ..wechat import parse_trade_bill as parse_wechat_bill
