@@ -347,6 +347,11 @@ class Gateway(ModelSQL, ModelView):
         "API Key", loading='lazy', strip=False,
         help="The key that encrypts the channel's messages: WeChat's "
         "APIv3 key, JD Pay's DES key (base64).")
+    bill_key = fields.Char(
+        "Bill Key", loading='lazy', strip=False,
+        help="JD Pay: the key of the bill download (对账单密钥) the merchant "
+        "configured with JD; without it JD's days are reconciled by "
+        "querying each payment.")
     app_auth_token = fields.Char(
         "App Auth Token", loading='lazy',
         help="Alipay third-party application mode (ISV): the operator's "
@@ -409,6 +414,15 @@ class Gateway(ModelSQL, ModelView):
         "(alipayRootCert.crt, PEM, all its certificates).")
     has_keys = fields.Function(
         fields.Boolean("Keys Set"), 'get_has_keys')
+    has_bill_key = fields.Function(
+        fields.Boolean(
+            "Bill Key Set",
+            states={
+                'invisible': Eval('channel') != 'jdpay',
+                },
+            help="JD Pay: whether its daily bill is downloaded (Bill Key "
+            "set with Set Keys) or each payment of the day is queried."),
+        'get_has_keys')
     has_app_auth_token = fields.Function(
         fields.Boolean(
             "ISV Authorization Set",
@@ -487,6 +501,7 @@ class Gateway(ModelSQL, ModelView):
         column = {
             'has_keys': table.private_key,
             'has_app_auth_token': table.app_auth_token,
+            'has_bill_key': table.bill_key,
             }[name]
         cursor.execute(*table.select(
                 table.id,
@@ -531,6 +546,15 @@ class Gateway(ModelSQL, ModelView):
             values['merchant'] = self.merchant
         values['private_key'], values['api_key'] = self.secrets()
         return Credentials(**values)
+
+    def bill_secret(self):
+        "Return JD Pay's bill key or None, read by SQL"
+        table = self.__table__()
+        cursor = Transaction().connection.cursor()
+        cursor.execute(*table.select(
+                table.bill_key, where=table.id == self.id))
+        key, = cursor.fetchone()
+        return key
 
     def auth_token(self):
         "Return Alipay's app_auth_token (ISV mode) or None, read by SQL"
@@ -662,8 +686,8 @@ class Gateway(ModelSQL, ModelView):
     def copy(cls, gateways, default=None):
         default = default.copy() if default is not None else {}
         for name in [
-                'private_key', 'api_key', 'app_auth_token', 'auth_app',
-                'auth_expiry']:
+                'private_key', 'api_key', 'bill_key', 'app_auth_token',
+                'auth_app', 'auth_expiry']:
             default.setdefault(name, None)
         return super().copy(gateways, default=default)
 
@@ -690,6 +714,14 @@ class GatewaySetKeysStart(ModelView):
             },
         help="WeChat Pay: the APIv3 key. JD Pay: the DES key (base64), "
         "required.")
+    bill_key = fields.Char(
+        "Bill Key", strip=False,
+        states={
+            'invisible': Eval('channel') != 'jdpay',
+            },
+        help="JD Pay: the key of the bill download (对账单密钥) the merchant "
+        "configured with JD; empty to reconcile each day by querying its "
+        "payments.")
     channel = fields.Selection(CHANNELS, "Channel", readonly=True)
     platform = fields.Boolean(
         "On a Platform Account", readonly=True,
@@ -747,9 +779,13 @@ class GatewaySetKeys(Wizard):
         values = {
             'private_key': self.start.private_key,
             'api_key': self.start.api_key,
+            'bill_key': (
+                (self.start.bill_key or '').strip() or None
+                if gateway.channel == 'jdpay' else None),
             }
         # the wizard's session must not keep the keys
         self.start.private_key = self.start.api_key = None
+        self.start.bill_key = None
         self.start.app_auth_token = self.start.app_auth_code = None
         if token and code:
             raise GatewayError(gettext(

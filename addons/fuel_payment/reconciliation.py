@@ -216,7 +216,13 @@ class Reconciliation(Workflow, ModelSQL, ModelView):
             reconciliation.source = 'download'
             reconciliation.error = None
             reconciliation.save()
-            cls.match([reconciliation])
+            try:
+                cls.match([reconciliation])
+            except ReconciliationError as exception:
+                # a bill that cannot be read is kept for a person to see;
+                # the other gateways' days go on
+                reconciliation.error = exception.message
+                reconciliation.save()
 
     @classmethod
     def fetch_bills(cls, date=None):

@@ -10,6 +10,7 @@ import unittest
 from decimal import Decimal
 from unittest import mock
 
+from trytond.model.exceptions import AccessError
 from trytond.modules.company.tests import create_company, set_company
 from trytond.pool import Pool
 from trytond.tests.test_tryton import (
@@ -17,8 +18,9 @@ from trytond.tests.test_tryton import (
     RouteTestCase,
     with_transaction,
 )
-from trytond.transaction import Transaction
+from trytond.transaction import Transaction, check_access
 
+from addons.fuel_station.tests.test_module import create_user
 from addons.fuel_station.tests.tools import FuelDatabaseMixin
 
 from .. import jdpay
@@ -493,9 +495,10 @@ class JdPayTestCase(
         self.assertEqual(payment.order.state, 'refunded')
 
     @with_transaction()
-    def test_set_keys_and_no_bill(self):
-        """Test the Set Keys wizard wants JD's DES key; JD's bill cannot be
-        downloaded (no documented bill) and says so"""
+    def test_set_keys_and_bill_key(self):
+        """Test the Set Keys wizard wants JD's DES key and takes the bill
+        key, which nobody reads through the ORM; without it the days are
+        queried"""
         pool = Pool()
         SetKeys = pool.get('fuel.payment.gateway.set_keys', type='wizard')
         Gateway = pool.get('fuel.payment.gateway')
@@ -523,14 +526,40 @@ class JdPayTestCase(
                 self.assertIsNone(set_keys.start.api_key)
         gateway = Gateway(gateway.id)
         self.assertTrue(gateway.has_keys)
+        self.assertFalse(gateway.has_bill_key)
         self.assertEqual(
             gateway.secrets(), (key, self.simulator.api_key))
         provider = gateway.get_provider()
-        with self.assertRaises(PermanentError) as cm:
+        self.assertFalse(provider.bill)
+        with self.assertRaises(PermanentError):
             provider.fetch_bill(dt.date.today())
-        self.assertIn('JD Pay', str(cm.exception))
         with self.assertRaises(BillFormatError):
             provider.parse_bill(b'')
+
+        admin = create_user('jd_admin', company, 'role_operator_admin')
+        with Transaction().set_user(admin.id), check_access():
+            session_id, _, _ = SetKeys.create()
+            with Transaction().set_context(
+                    active_model=Gateway.__name__, active_id=gateway.id,
+                    active_ids=[gateway.id]):
+                set_keys = SetKeys(session_id)
+                set_keys.start.private_key = key
+                set_keys.start.api_key = self.simulator.api_key
+                set_keys.start.bill_key = f' {self.simulator.bill_key}\t'
+                self.assertEqual(set_keys.transition_set_(), 'end')
+                self.assertIsNone(set_keys.start.bill_key)
+            gateway = Gateway(gateway.id)
+            self.assertTrue(gateway.has_bill_key)
+            with self.assertRaises(AccessError):
+                Gateway.read([gateway.id], ['bill_key'])
+        self.assertEqual(gateway.bill_secret(), self.simulator.bill_key)
+        provider = gateway.get_provider()
+        self.assertTrue(provider.bill)
+        rows = provider.parse_bill(provider.fetch_bill(dt.date.today()))
+        self.assertEqual(rows, [])
+        # a copy takes none of the keys
+        copy, = Gateway.copy([gateway])
+        self.assertIsNone(copy.bill_secret())
 
     @with_transaction()
     def test_day_reconciled_by_queries(self):
