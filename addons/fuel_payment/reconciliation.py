@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 # the channels' bills follow the Beijing calendar day
 BILL_TIMEZONE = dt.timezone(dt.timedelta(hours=8))
+# days before yesterday whose draft days the cron asks for again: a bill
+# not made yet, a channel down or a refusal since corrected
+RETRY_DAYS = 7
 
 LINE_KINDS = [
     ('matched', "Matched"),
@@ -226,14 +229,25 @@ class Reconciliation(Workflow, ModelSQL, ModelView):
 
     @classmethod
     def fetch_bills(cls, date=None):
-        """Cron: reconcile yesterday (Beijing) for every active gateway
-        whose bills can be downloaded"""
+        """Reconcile date for every active gateway; the cron (no date):
+        yesterday (Beijing), and again the days of the RETRY_DAYS before
+        it still draft without a bill imported by hand"""
         pool = Pool()
         Gateway = pool.get('fuel.payment.gateway')
+        reconciliations = []
         if date is None:
             date = dt.datetime.now(BILL_TIMEZONE).date() - dt.timedelta(
                 days=1)
-        reconciliations = []
+            reconciliations.extend(cls.search([
+                        ('state', '=', 'draft'),
+                        ('gateway.active', '=', True),
+                        ('date', '>=', date - dt.timedelta(days=RETRY_DAYS)),
+                        ('date', '<', date),
+                        ['OR',
+                            ('source', '!=', 'import'),
+                            ('source', '=', None),
+                            ],
+                        ], order=[('date', 'ASC'), ('id', 'ASC')]))
         for gateway in Gateway.search([('active', '=', True)]):
             existing = cls.search([
                     ('gateway', '=', gateway.id), ('date', '=', date)])

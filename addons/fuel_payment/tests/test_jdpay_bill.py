@@ -19,6 +19,7 @@ from trytond.tests.test_tryton import with_transaction
 
 from .. import jdpay_bill
 from ..gateway import BillFormatError, TransientError
+from ..reconciliation import RETRY_DAYS
 from .sim_jdpay import JdPaySimulator, Trade, now
 from .test_gateway import OperatorOnceMixin, create_order
 from .test_module import message
@@ -423,6 +424,42 @@ class JdPayBillTestCase(
         self.assertEqual(
             jdpay_bill.parse_order_bill(response.content)[0]['number'],
             paid.number)
+
+    @with_transaction()
+    def test_cron_asks_draft_days_again(self):
+        """Test the cron (no date) asks again for the draft days of the
+        week before yesterday (a bill not made yet then), not older ones,
+        nor a day whose bill a person imported"""
+        pool = Pool()
+        Reconciliation = pool.get('fuel.payment.reconciliation')
+        company, _setup, gateway = self.prepare()
+        simulator = self.simulator
+        yesterday = self.today - dt.timedelta(days=1)
+        with set_company(company):
+            late, old, imported = Reconciliation.create([{
+                        'company': company.id, 'gateway': gateway.id,
+                        'date': yesterday - dt.timedelta(days=days)}
+                    for days in [3, RETRY_DAYS + 1, 2]])
+            simulator.bill_ready = False
+            Reconciliation.fetch([late, old])
+            Reconciliation.write([imported], {'bill': b'not a bill'})
+            self.assertEqual(
+                [(r.state, r.source) for r in Reconciliation.browse(
+                        [late, old, imported])],
+                [('draft', None), ('draft', None), ('draft', 'import')])
+            simulator.bill_ready = True
+            simulator.bill_requests.clear()
+            fetched = Reconciliation.fetch_bills()
+        self.assertEqual(
+            sorted(r.date for r in fetched), [late.date, yesterday])
+        self.assertEqual(len(simulator.bill_requests), 2)
+        late, old, imported = Reconciliation.browse([late, old, imported])
+        self.assertEqual(
+            (late.state, late.source, late.error),
+            ('matched', 'download', None))
+        self.assertEqual(old.state, 'draft')
+        self.assertEqual(
+            (imported.state, imported.bill), ('draft', b'not a bill'))
 
     @with_transaction()
     def test_malformed_bill_kept(self):
