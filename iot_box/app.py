@@ -80,6 +80,18 @@ the device and tried again at the next polls, at most
 `AUTO_AUTHORIZE_RETRIES` times while the nozzle stays out; hanging it up
 starts over.
 
+An ``authorize`` command with a ``lift_timeout`` (seconds; the server
+sends its station's pre-pay lift timeout) is stopped by the driver when
+the nozzle is not used within it (`iot_box.drivers.dispenser.dart`): the
+pump gets CD1 STOP and the box sends ``authorization_expired`` naming the
+command instead of a sale (or the sale, if fuel flowed after all, never
+both).  The authorisation and its deadline (wall clock) are kept in the
+outbox until its sale or expiry is recorded: a box restarted meanwhile
+takes them up if the pump is still authorised (or its fill not yet
+recorded), names the command in the fill and stops the pump when the
+time left runs out.  Authorisations without a ``lift_timeout`` (an older
+server, a plate preset) are kept in memory only, as before.
+
 A command id already executed is answered with its stored result
 (``command:<id>`` in the outbox's command store), never executed again,
 also across restarts; the drivers are given ``<id>:<dispenser>`` as their
@@ -303,6 +315,12 @@ def _decimal(value: Any, name: str) -> Decimal | None:
     if not result.is_finite() or result <= 0:
         raise _CommandFailed(f"{name}: must be positive: {value!r}")
     return result
+
+
+def _seconds(value: Any, name: str) -> float | None:
+    "A positive duration in seconds of a command payload, or None"
+    seconds = _decimal(value, name)
+    return float(seconds) if seconds is not None else None
 
 
 def _integer(payload: Mapping[str, Any], name: str) -> int:
@@ -810,7 +828,11 @@ class App:
             preset_volume=_decimal(payload.get('preset_volume'),
                 'preset_volume'),
             preset_amount=_decimal(payload.get('preset_amount'),
-                'preset_amount'))
+                'preset_amount'),
+            # stopped if unused that long (a pre-payment); an older server
+            # sends none: the pump stays authorised until used or stopped
+            lift_timeout=_seconds(payload.get('lift_timeout'),
+                'lift_timeout'))
         # the box does not authorise this lift too (postpay)
         self._lift_authorised[driver.device] = nozzle
         try:

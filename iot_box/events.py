@@ -55,6 +55,9 @@ class EventKind(enum.StrEnum):
     # a customer's payment code read at a payment post (scanner or face
     # device); a one-time credential: see `mask_code`
     PAYMENT_CODE = 'payment_code'
+    # a server's authorisation (a pre-payment's) stopped by the box because
+    # the nozzle was not used within its lift timeout: nothing delivered
+    AUTHORIZATION_EXPIRED = 'authorization_expired'
 
 
 class AlarmCode(enum.StrEnum):

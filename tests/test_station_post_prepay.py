@@ -31,6 +31,8 @@ from tools.demo import DEMO_BOX
 D = Decimal
 CEILING = D('200.00')
 NOZZLE = 2  # one of the post's nozzles (POST_NOZZLES)
+# seconds: a pre-paid nozzle left unused is given back within the test
+LIFT_TIMEOUT = 2
 
 
 @pytest.fixture(scope='module')
@@ -193,3 +195,102 @@ def test_face_prepays_a_fill_up_at_the_post(prepay_station, simulator):
     assert [r['refund'] for r in sim_order.refunds.values()] == [
         int((CEILING - amount) * 100)]
     station.until_delivered()
+
+
+def test_unused_prepay_is_given_back(prepay_station, simulator):
+    """Nozzle 2 lifted, a face pays 200.00, the nozzle is authorized; the
+    driver hangs up without fuelling and leaves: after A01's lift timeout
+    the box stops the pump (authorization_expired) and the 200.00 go
+    back in full; no fill is recorded"""
+    station, device = prepay_station
+    admin = station.admin
+    stations = call(admin, 'fuel.station', 'search', [
+            ('code', '=', DEMO_BOX['station'])], 0, None, None)
+    setting, = call(admin, 'fuel.station', 'read', stations[:1],
+        ['prepay_lift_timeout'])
+    call(admin, 'fuel.station', 'write', stations,
+        {'prepay_lift_timeout': LIFT_TIMEOUT})
+    try:
+        station.start()
+        for nozzle in POST_NOZZLES:
+            station.loop.until(
+                lambda n=nozzle: station.prices(n) is not None,
+                what=f"nozzle {nozzle} programmed")
+        station.loop.until(
+            lambda: station.app.posts['post-1'].status == 'connected',
+            what="the post's reader")
+        station.loop.until(
+            lambda: station.app.policy is not None
+            and station.app.policy.authorization == 'prepay',
+            what="the pre-pay policy")
+        station.clear_post()
+        pump, _ = station.pump(NOZZLE)
+        station.lift(NOZZLE, authorised=False)
+        station.loop.until(
+            lambda: station.app._calling(POST_NOZZLES) == [NOZZLE],
+            what=f"nozzle {NOZZLE} calling")
+        before = station.last_id()
+        events_before = call(admin, 'fuel.device.event', 'search', [
+                ('kind', 'in', ['payment_code', 'authorization_expired'])],
+            0, None, None)
+
+        os.write(device, FACE_CODE.encode() + b'\r\n')
+
+        event, = station.until(
+            lambda: station.read('fuel.device.event', [
+                    ('kind', '=', 'payment_code'),
+                    ('id', 'not in', events_before),
+                    ('state', '!=', 'received'),
+                    ], ['state', 'error', 'gateway_payment']),
+            "the code's event")
+        assert event['state'] == 'processed', event['error']
+        prepay, = station.until(
+            lambda: station.read('fuel.payment.prepay', [
+                    ('payments', '=', event['gateway_payment']),
+                    ('state', '=', 'authorized'),
+                    ], ['amount']),
+            "the pre-payment authorized")
+        station.loop.until(
+            lambda: pump.status is PumpStatus.AUTHORIZED,
+            what=f"nozzle {NOZZLE} authorised")
+        # held out without fuelling, then hung up: the pump keeps the
+        # authorisation until the box stops it
+        station.hang(NOZZLE)
+
+        expired, = station.until(
+            lambda: station.read('fuel.device.event', [
+                    ('kind', '=', 'authorization_expired'),
+                    ('id', 'not in', events_before),
+                    ('state', '!=', 'received'),
+                    ], ['state', 'error', 'payload']),
+            "the expiry's event")
+        assert expired['state'] == 'processed', expired['error']
+        assert json.loads(expired['payload'])['station_number'] == NOZZLE
+        given_back, = station.until(
+            lambda: station.read('fuel.payment.prepay', [
+                    ('id', '=', prepay['id']), ('state', '=', 'cancelled'),
+                    ], ['reason', 'transaction']),
+            "the pre-payment given back")
+        assert f' {LIFT_TIMEOUT} ' in given_back['reason']
+        assert given_back['transaction'] is None
+        refund, = station.until(
+            lambda: station.read('fuel.payment.gateway.refund', [
+                    ('payment', '=', event['gateway_payment']),
+                    ('state', '=', 'succeeded'),
+                    ], ['amount']),
+            "the pre-payment refunded", timeout=STEP_TIMEOUT)
+        assert refund['amount'] == CEILING
+        payment, = station.read('fuel.payment.gateway.payment', [
+                ('id', '=', event['gateway_payment'])], ['number'])
+        assert [
+            r['refund'] for r in simulator.orders[
+                payment['number']].refunds.values()] == [int(CEILING * 100)]
+        station.loop.until(
+            lambda: pump.status is PumpStatus.RESET,
+            what=f"nozzle {NOZZLE} back to RESET")
+        assert station.loop.call(lambda: pump.preset_amount) is None
+        station.until_delivered()
+        assert station.new_transactions(before, 0) == []
+    finally:
+        call(admin, 'fuel.station', 'write', stations,
+            {'prepay_lift_timeout': setting['prepay_lift_timeout']})

@@ -20,6 +20,7 @@ EVENT_KINDS = [
     ('alarm', "Alarm"),
     ('plate_read', "Plate Read"),
     ('payment_code', "Payment Code"),
+    ('authorization_expired', "Authorization Expired"),
     ]
 # A uuid is 36 characters; leave room for other client formats but refuse
 # to index arbitrary text.

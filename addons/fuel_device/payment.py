@@ -1,16 +1,46 @@
 # This file is part of fuelpay.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
 """With fuel_payment: the fills a box reports become fuelling
-transactions priced by the platform"""
+transactions priced by the platform; pre-payments are authorized through
+the station's box and given back when their authorization expires unused"""
 import contextlib
+import logging
 
+from trytond.i18n import gettext
 from trytond.model import fields
 from trytond.pool import Pool, PoolMeta
 from trytond.transaction import without_check_access
 
+from addons.fuel_payment.exceptions import PrePayError
 from addons.fuel_payment.transaction import to_decimal
 
-from .event import loads
+from .event import dumps, loads
+from .exceptions import PayloadError
+
+logger = logging.getLogger(__name__)
+
+# The payload version of the authorization_expired events this server reads
+EXPIRED_VERSION = 1
+# A pre-paid nozzle not used within 3 minutes of its authorization is
+# given back: time to walk from the counter or the payment post to the car
+# and start (an assumption: forecourt controllers such as DOMS or PTS-2
+# have such an authorization timeout, their defaults are not checked here)
+DEFAULT_LIFT_TIMEOUT = 180
+
+
+class Station(metaclass=PoolMeta):
+    __name__ = 'fuel.station'
+
+    prepay_lift_timeout = fields.Integer(
+        "Pre-pay Lift Timeout", required=True,
+        domain=[('prepay_lift_timeout', '>', 0)],
+        help="In seconds: a pre-paid nozzle that is not used within this "
+        "time after its authorization is stopped by the box and the "
+        "pre-payment is given back in full.")
+
+    @classmethod
+    def default_prepay_lift_timeout(cls):
+        return DEFAULT_LIFT_TIMEOUT
 
 
 class Event(metaclass=PoolMeta):
@@ -25,16 +55,112 @@ class Event(metaclass=PoolMeta):
         events = cls.search([
                 ('box', '=', box.id),
                 ('uuid', 'in', uuids),
-                ('kind', '=', 'transaction_completed'),
+                ('kind', 'in', [
+                        'transaction_completed', 'authorization_expired']),
                 ('state', '=', 'received'),
                 ])
         if events:
-            cls.process_transactions(box, events)
+            completed = [
+                e for e in events if e.kind == 'transaction_completed']
+            if completed:
+                cls.process_transactions(box, completed)
+            expired = [
+                e for e in events if e.kind == 'authorization_expired']
+            if expired:
+                cls.process_expired(box, expired)
             by_uuid = {e.uuid: e for e in events}
             results = [
                 by_uuid[r['uuid']].result if r['uuid'] in by_uuid else r
                 for r in results]
         return results
+
+    @classmethod
+    def process_expired(cls, box, events):
+        """Give back in full the pre-payment of each authorize command
+        the box stopped unused; one already captured, given back or
+        cancelled is left as it is"""
+        pool = Pool()
+        PrePay = pool.get('fuel.payment.prepay')
+        for event in events:
+            try:
+                command, payload = event._expired_command(box)
+            except PayloadError as error:
+                event.state, event.error = 'error', error.message
+                continue
+            event.state = 'processed'
+            prepay_id = loads(command.payload or '{}').get('prepay')
+            if type(prepay_id) is not int:
+                # a plate preset or another authorization: nothing paid
+                logger.info(
+                    "box %s: authorization %s expired: no pre-payment",
+                    box.identifier, command.id)
+                continue
+            with without_check_access():
+                prepays = PrePay.search([
+                        ('id', '=', prepay_id),
+                        ('company', '=', box.station.company.id),
+                        ], limit=1)
+                if not prepays:
+                    continue
+                # a fill of the same nozzle is captured under this lock
+                PrePay.lock(prepays)
+                prepay = PrePay(prepays[0].id)
+                if (prepay.state not in {'paid', 'authorized'}
+                        or prepay.transaction):
+                    logger.info(
+                        "box %s: authorization %s expired: pre-payment %s "
+                        "already %s, left as it is", box.identifier,
+                        command.id, prepay.id, prepay.state)
+                    continue
+                timeout = loads(command.payload).get(
+                    'lift_timeout', payload.get('lift_timeout'))
+                try:
+                    PrePay.abort([prepay], reason=gettext(
+                            'fuel_device.msg_prepay_lift_expired',
+                            prepay=prepay.rec_name, seconds=timeout))
+                except PrePayError as error:
+                    event.state, event.error = 'error', error.message
+        cls.save(events)
+
+    def _expired_command(self, box):
+        """The authorize command of box that this authorization_expired
+        event names, and the event's payload; raises PayloadError with the
+        reason the event is refused"""
+        pool = Pool()
+        Command = pool.get('fuel.device.command')
+        payload = loads(self.payload)
+        if not isinstance(payload, dict):
+            raise PayloadError(gettext(
+                    'fuel_device.msg_value_invalid',
+                    field='payload', value=dumps(payload)))
+        for field in ['version', 'authorization', 'station_number']:
+            if payload.get(field) is None:
+                raise PayloadError(gettext(
+                        'fuel_device.msg_value_missing', field=field))
+            value = payload[field]
+            if type(value) is not int or (
+                    field == 'version' and value != EXPIRED_VERSION):
+                raise PayloadError(gettext(
+                        'fuel_device.msg_value_invalid',
+                        field=field, value=dumps(value)))
+        with without_check_access():
+            commands = Command.search([
+                    ('id', '=', payload['authorization']),
+                    ('box', '=', box.id),
+                    ('kind', '=', 'authorize'),
+                    ], limit=1)
+        if not commands:
+            raise PayloadError(gettext(
+                    'fuel_device.msg_command_unknown',
+                    command=payload['authorization']))
+        command, = commands
+        number = loads(command.payload or '{}').get('station_number')
+        if number != payload['station_number']:
+            raise PayloadError(gettext(
+                    'fuel_device.msg_expired_station_number',
+                    command=command.id, number=payload['station_number'],
+                    expected=number))
+        return command, payload
 
     @classmethod
     def process_transactions(cls, box, events):
@@ -162,6 +288,9 @@ class PrePay(metaclass=PoolMeta):
                         'version': 1,
                         'station_number': prepay.nozzle.station_number,
                         'preset_amount': prepay.amount,
+                        # seconds: stopped and given back if unused (an
+                        # older box ignores it)
+                        'lift_timeout': prepay.station.prepay_lift_timeout,
                         # the box ignores it; the answer finds the payment
                         'prepay': prepay.id,
                         })

@@ -227,7 +227,8 @@ class SimulatedPump:
             params: PumpParameters = DEFAULT_PARAMETERS, *,
             max_amount: Decimal = DEFAULT_MAX_AMOUNT,
             identity: int | None = None, faults: Faults | None = None,
-            flow_rate: Decimal = DEFAULT_FLOW_RATE) -> None:
+            flow_rate: Decimal = DEFAULT_FLOW_RATE,
+            hang_ends_authorization: bool = False) -> None:
         self.address = validate_address(address)
         if sorted(nozzles) != list(range(1, len(nozzles) + 1)) or not (
                 1 <= len(nozzles) <= MAX_NOZZLES):
@@ -241,6 +242,10 @@ class SimulatedPump:
         self.name = f'dart:{address:#04x}'
         self.faults = faults  # None: those of the server, if any
         self.flow_rate = flow_rate
+        # unconfirmed (the notes say nothing): some pumps end an authorised
+        # sale, with nothing filled, when its nozzle is hung up without
+        # flow; by default the authorisation stays until STOP or a fill
+        self.hang_ends_authorization = hang_ends_authorization
         self.powered = True
         self._silent_until = 0.0  # time.monotonic(); silent before it
         self._volume_quantum = Decimal(1).scaleb(-params.volume_decimals)
@@ -572,7 +577,9 @@ class SimulatedPump:
         logger.info("%s: nozzle %s back", self.name, nozzle)
         self._report(DC3PriceNozzle(
             self.prices.get(nozzle, ZERO), nozzle, False))
-        if self.status is PumpStatus.FILLING:
+        if self.status is PumpStatus.FILLING or (
+                self.status is PumpStatus.AUTHORIZED
+                and self.hang_ends_authorization):
             self._set_status(PumpStatus.FILLING_COMPLETED)
 
     def amount_of(self, volume: Decimal, price: Decimal) -> Decimal:

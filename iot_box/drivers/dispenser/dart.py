@@ -63,6 +63,38 @@ in which the pump cannot have executed it, or when no such DC1 came within
 `CONFIRM_POLLS` polls.  A failed command is not recorded: the server may
 send it again.
 
+An AUTHORIZE given a `lift_timeout` (the server's pre-paid
+authorisations) expires when it is not used: once that many seconds
+(the driver's clock) have passed since the pump confirmed it, and the
+fuelling point is still AUTHORISED (nozzle in, nothing flowed), CD1 STOP
+goes to the pump (asked again if the pump still reports AUTHORIZED
+`CONFIRM_POLLS` polls after the ACK).  A nozzle held out without flow
+(STARTED) is never stopped: the driver may be about to fuel; hung up
+without flow, the point is AUTHORISED again and expires at once if the
+time has passed.  Fuelling (FILLING, or any volume reported) ends the
+timeout for good.  The pump ends the stopped sale (FILLING_COMPLETED) and
+the driver closes it as any sale; at its end exactly one event is
+recorded under the sale's key: ``authorization_expired`` (payload version
+1: ``authorization`` the server's command, ``station_number``, ``nozzle``,
+``lift_timeout``) when nothing was delivered, else the usual
+``transaction_completed`` naming the command (a lift just before the
+STOP: the fill, cut short, is paid as any other), never both.  A sale
+that ends with nothing delivered without the driver's STOP (a server
+``stop`` command, a pump that ends an authorisation by itself) stays a
+zero ``transaction_completed``.
+
+Such an authorisation is kept in the outbox until its sale (or expiry) is
+recorded (`authorization_key`: the command, nozzle, timeout, the
+wall-clock deadline and whether STOP was decided; the record of the sale
+clears it in the same transaction).  A driver restarted meanwhile takes
+it up at the first status the pump reports if the pump still has it
+(AUTHORIZED, FILLING or an ended sale not yet recorded): the fill names
+the command, the time left (wall clock) is counted, a decided STOP is
+sent again; a pump found idle (reset, or the sale recorded) makes it
+forgotten.  The expiry also records the sale's plain key, so a driver
+restarted after recording it and before its RESET reached the pump
+records that zero sale again neither as an expiry nor as a fill.
+
 A power loss mid-fill (an assumption, see the simulator): the pump keeps
 the filled volume and amount and the totals in non-volatile memory and
 comes back in FILLING_COMPLETED; the driver closes that sale as any other,
@@ -116,6 +148,7 @@ from iot_box.protocols.dart import (
 )
 
 from .fuelling_point import (
+    FPState,
     FuellingPoint,
     IllegalTransition,
     from_dart,
@@ -202,6 +235,8 @@ class _Confirm:
     before: PumpStatus | None  # the pump status when the ACK came
     polls: int = 0
     reference: int | None = None  # the server's command, named by the sale
+    nozzle: int | None = None  # the nozzle it allows
+    lift_timeout: float | None = None  # seconds before it expires unused
 
 
 @dataclass
@@ -217,6 +252,17 @@ class _Sale:
     totals: dict[int, DC101Totals] = field(default_factory=dict)
     # the server command whose AUTHORIZE released this sale
     authorization: int | None = None
+    # its lift timeout: the nozzle it allows, the timeout in seconds, and
+    # when it runs out (the driver's clock); None once fuel flowed
+    authorized_nozzle: int | None = None
+    lift_timeout: float | None = None
+    expires: float | None = None
+    flowed: bool = False  # some volume was reported for this sale
+    # the driver sent STOP because the authorisation expired unused
+    expired: bool = False
+    # polls since that STOP was ACKed (None: not sent or not ACKed yet)
+    stop_polls: int | None = None
+    stop_queued: bool = False
 
 
 class DartDispenserDriver:
@@ -254,6 +300,13 @@ class DartDispenserDriver:
         self.params = params
         self.prices_key = f'driver:{self.device}:prices'
         self.totals_key = f'driver:{self.device}:totals'
+        # the authorisation with a lift timeout whose sale is not recorded
+        # yet, kept across restarts ({} when none)
+        self.authorization_key = f'driver:{self.device}:authorization'
+        self._held_authorization: Mapping[str, Any] = (
+            outbox.command_result(self.authorization_key) or {})
+        # taken up (or dropped) at the first status the pump reports
+        self._restore = bool(self._held_authorization)
         stored = outbox.command_result(self.prices_key) or {}
         stored_prices = {
             int(n): Decimal(p) for n, p in stored.get('prices', {}).items()
@@ -344,6 +397,7 @@ class DartDispenserDriver:
             preset_volume: Decimal | None = None,
             preset_amount: Decimal | None = None,
             reference: int | None = None,
+            lift_timeout: float | None = None,
             ) -> asyncio.Future[CommandResult]:
         """Queue CD2 (this nozzle only) + the preset + CD1 AUTHORIZE
 
@@ -351,12 +405,19 @@ class DartDispenserDriver:
         a command_id seen before gives its first result, not a second
         authorisation.  reference, the server's command, is named by the
         transaction_completed event of the sale it released
-        (`authorization`)."""
+        (`authorization`).  lift_timeout: seconds after which the
+        authorisation, still unused, is stopped (see the module), needs
+        a reference."""
         known = self._known(command_id)
         if known is not None:
             return known
         if nozzle not in self.nozzles:
             raise CommandError(f"{self.device}: no nozzle {nozzle}")
+        if lift_timeout is not None and (
+                not lift_timeout > 0 or reference is None):
+            raise CommandError(
+                f"lift timeout {lift_timeout!r}: must be positive, with "
+                "the command it expires")
         if preset_volume is not None and preset_amount is not None:
             raise CommandError("give a preset volume or amount, not both")
         messages: list[Message] = [CD2AllowedNozzles((nozzle,))]
@@ -375,7 +436,8 @@ class DartDispenserDriver:
             tuple(messages),
             on_ack=lambda: self._confirming.append(_Confirm(
                     command_id, result, self.pump_status,
-                    reference=reference)),
+                    reference=reference, nozzle=nozzle,
+                    lift_timeout=lift_timeout)),
             on_fail=lambda error: self._failed(command_id, error)))
         logger.info(
             "%s: authorize nozzle %s (command %s)", self.device, nozzle,
@@ -396,6 +458,13 @@ class DartDispenserDriver:
                     status in SALE_ENDED and status is not confirm.before):
                 # the sale this status starts (or ended) is this one's
                 self._sale.authorization = confirm.reference
+                if confirm.lift_timeout is not None and (
+                        status is PumpStatus.AUTHORIZED):
+                    self._sale.authorized_nozzle = confirm.nozzle
+                    self._sale.lift_timeout = confirm.lift_timeout
+                    self._sale.expires = (
+                        self._clock() + confirm.lift_timeout)
+                    self._hold_authorization()
                 self._done(confirm.command_id, confirm.result)
             elif status is PumpStatus.RESET:
                 # maybe reported before the AUTHORIZE was executed
@@ -420,6 +489,102 @@ class DartDispenserDriver:
                     f"no AUTHORIZED status within {CONFIRM_POLLS} polls"))
             else:
                 self._confirming.append(confirm)
+
+    def _check_expiry(self) -> None:
+        """After an answered poll: stop an authorisation whose lift
+        timeout ran out unused (see the module)"""
+        sale = self._sale
+        if sale.expires is None or sale.closing:
+            return
+        if sale.flowed or self.pump_status is not PumpStatus.AUTHORIZED:
+            if sale.flowed or self.pump_status is PumpStatus.FILLING:
+                # used: it ends as a sale, whenever that is
+                sale.expires = None
+            return  # ending (or ended) by itself: closed as a sale
+        if sale.stop_polls is not None:
+            # STOP ACKed and the pump still authorised: ignored or lost
+            sale.stop_polls += 1
+            if sale.stop_polls < CONFIRM_POLLS:
+                return
+            logger.warning(
+                "%s: STOP of expired authorisation %s not executed after "
+                "%s polls: sent again", self.device, sale.authorization,
+                sale.stop_polls)
+            sale.stop_polls = None
+        elif sale.stop_queued or self._clock() < sale.expires:
+            return
+        if self.point.state is not FPState.AUTHORISED:
+            # the nozzle is out (STARTED): the driver may be about to
+            # fuel; hung up without flow, it expires at the next poll
+            return
+        if not sale.expired:
+            logger.info(
+                "%s: authorisation %s of nozzle %s not used within %s s: "
+                "stopped", self.device, sale.authorization,
+                sale.authorized_nozzle, sale.lift_timeout)
+            sale.expired = True
+            self._hold_authorization()
+        sale.stop_queued = True
+
+        def on_ack() -> None:
+            sale.stop_queued = False
+            sale.stop_polls = 0
+
+        def on_fail(error: Exception) -> None:
+            # tried again at the next poll if still authorised
+            sale.stop_queued = False
+            logger.warning(
+                "%s: STOP of expired authorisation %s: %s", self.device,
+                sale.authorization, error)
+
+        self._queue.insert(0, _Block(
+            (CD1Command(Command.STOP),), on_ack=on_ack, on_fail=on_fail))
+
+    def _hold_authorization(self) -> None:
+        "Keep the sale's authorisation and its lift timeout in the outbox"
+        sale = self._sale
+        assert sale.expires is not None and sale.lift_timeout is not None
+        expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(
+            seconds=max(sale.expires - self._clock(), 0))
+        self._held_authorization = {
+            'authorization': sale.authorization,
+            'nozzle': sale.authorized_nozzle,
+            'lift_timeout': Decimal(str(sale.lift_timeout)),
+            'expires_at': expires_at,
+            'expired': sale.expired}
+        self.outbox.put(self.authorization_key, self._held_authorization)
+
+    def _restore_authorization(self, status: PumpStatus) -> None:
+        """At the first status after a start: take up the authorisation
+        kept by an earlier run if the pump still has it, else forget it"""
+        self._restore = False
+        held = self._held_authorization
+        if status in IDLE or self._sale.authorization is not None:
+            self._drop_authorization()
+            return
+        sale = self._sale
+        sale.authorization = held.get('authorization')
+        sale.authorized_nozzle = held.get('nozzle')
+        sale.lift_timeout = float(held.get('lift_timeout') or 0) or None
+        expires_at = held.get('expires_at')
+        if isinstance(expires_at, dt.datetime) and sale.lift_timeout:
+            sale.expires = self._clock() + max(
+                (expires_at - dt.datetime.now(dt.UTC)).total_seconds(), 0)
+        sale.expired = bool(held.get('expired'))
+        logger.info(
+            "%s: pump %s: authorisation %s of nozzle %s taken up from the "
+            "last run (expires %s%s)", self.device, status.name,
+            sale.authorization, sale.authorized_nozzle, expires_at,
+            ', stopped' if sale.expired else '')
+
+    def _drop_authorization(self) -> None:
+        if self._held_authorization:
+            logger.info(
+                "%s: authorisation %s no longer held by the pump: "
+                "forgotten", self.device,
+                self._held_authorization.get('authorization'))
+            self._held_authorization = {}
+            self.outbox.put(self.authorization_key, {})
 
     def stop(self, command_id: str) -> asyncio.Future[CommandResult]:
         "Queue CD1 STOP (an authorised or running fill ends)"
@@ -691,6 +856,8 @@ class DartDispenserDriver:
             else:
                 logger.debug("%s: no answer to POLL", self.device)
         self._confirm_polled()
+        if answered:
+            self._check_expiry()
         if self._status_polls is not None and answered:
             self._status_polls += 1
             if self._status_polls >= STATUS_RETRY_POLLS:
@@ -774,6 +941,12 @@ class DartDispenserDriver:
                 "%s: pump in %s while closing a sale: stale end of sale, "
                 "not recorded", self.device, status.name)
             self._sale = _Sale()
+        if self._restore:
+            self._restore_authorization(status)
+        elif status in IDLE and not self._sale.closing and (
+                self._held_authorization):
+            # its sale was recorded, or the pump (reset) forgot it
+            self._drop_authorization()
         if status in (PumpStatus.AUTHORIZED, PumpStatus.FILLING) and (
                 self._sale.nozzle is None):
             self._sale.nozzle = self.nozzle_out
@@ -838,6 +1011,9 @@ class DartDispenserDriver:
             self._sale.final = message
             self._maybe_finish_sale()
             return
+        if message.volume > 0 and self.pump_status in (
+                PumpStatus.FILLING, PumpStatus.AUTHORIZED):
+            self._sale.flowed = True  # used: never expired
         if self.pump_status not in (
                 PumpStatus.FILLING, PumpStatus.AUTHORIZED):
             return
@@ -951,9 +1127,12 @@ class DartDispenserDriver:
                 f'{t.volume_total}/{t.amount_total}'
                 for _, t in sorted(sale.totals.items())),
             str(final.volume), str(final.amount)])
+        # stopped by its lift timeout, nothing delivered: the authorisation
+        # expired, there was no sale
+        expired = sale.expired and not final.volume and not sale.flowed
         nozzle, unit_price = self._sale_nozzle(sale)
         totals = sale.totals.get(nozzle) if nozzle else None
-        if nozzle is None:
+        if nozzle is None and not expired:
             logger.warning(
                 "%s: sale of %s on an unknown nozzle", self.device,
                 final.volume)
@@ -966,21 +1145,49 @@ class DartDispenserDriver:
             'totalizer_amount': totals.amount_total if totals else None,
             'price_set_id': self.price_set_id,
             'authorization': sale.authorization}
+        kind, base_key = EventKind.TRANSACTION_COMPLETED, key
+        if expired:
+            # one event under the sale's key: never both
+            kind = EventKind.AUTHORIZATION_EXPIRED
+            # two expired in a row leave the same totals: the command
+            # tells them apart (a driver restarted before its RESET went
+            # out does not know it: see the module)
+            key = f'{key}:expired:{sale.authorization}'
+            nozzle = sale.authorized_nozzle
+            payload = {
+                'version': PAYLOAD_VERSION, 'pump_address': self.address,
+                'authorization': sale.authorization,
+                'nozzle': nozzle,
+                'station_number': self.nozzles.get(nozzle)
+                if nozzle else None,
+                'lift_timeout': Decimal(str(sale.lift_timeout)),
+                }
         baseline = {
             n: (t.volume_total, t.amount_total)
             for n, t in sale.totals.items()}
         stored_totals = {str(n): list(t) for n, t in baseline.items()}
+        put: dict[str, Mapping[str, Any]] = {self.totals_key: stored_totals}
+        if self._held_authorization:
+            put[self.authorization_key] = {}  # recorded: nothing held
+        if expired:
+            # the same figures as a sale would not be recorded again
+            put[base_key] = {'recorded': True, 'expired': sale.authorization}
         # the event, its key and the totals after it in one transaction:
         # never twice, and a restarted driver compares with these totals
         event = self.outbox.append_once(
-            EventKind.TRANSACTION_COMPLETED, self.device,
+            kind, self.device,
             dt.datetime.now(dt.UTC), payload, key=key,
-            result={'recorded': True},
-            put={self.totals_key: stored_totals})
+            result={'recorded': True}, put=put)
+        if event is not None:
+            self._held_authorization = {}
         self._baseline = baseline
         if event is None:
             logger.info("%s: sale %s already recorded", self.device, key)
             self.outbox.put(self.totals_key, stored_totals)
+        elif kind is EventKind.AUTHORIZATION_EXPIRED:
+            logger.info(
+                "%s: authorisation %s expired unused (seq %s)", self.device,
+                sale.authorization, event.seq)
         else:
             logger.info(
                 "%s: sale on nozzle %s: %s for %s (seq %s)", self.device,
