@@ -228,7 +228,8 @@ class SimulatedPump:
             max_amount: Decimal = DEFAULT_MAX_AMOUNT,
             identity: int | None = None, faults: Faults | None = None,
             flow_rate: Decimal = DEFAULT_FLOW_RATE,
-            hang_ends_authorization: bool = False) -> None:
+            hang_ends_authorization: bool = False,
+            stop_resets_authorization: bool = False) -> None:
         self.address = validate_address(address)
         if sorted(nozzles) != list(range(1, len(nozzles) + 1)) or not (
                 1 <= len(nozzles) <= MAX_NOZZLES):
@@ -246,6 +247,9 @@ class SimulatedPump:
         # sale, with nothing filled, when its nozzle is hung up without
         # flow; by default the authorisation stays until STOP or a fill
         self.hang_ends_authorization = hang_ends_authorization
+        # unconfirmed too: some pumps may answer STOP of an authorisation
+        # never used by going back to RESET, with no sale to close
+        self.stop_resets_authorization = stop_resets_authorization
         self.powered = True
         self._silent_until = 0.0  # time.monotonic(); silent before it
         self._volume_quantum = Decimal(1).scaleb(-params.volume_decimals)
@@ -508,6 +512,10 @@ class SimulatedPump:
             # an authorized sale that never started ends too, with 0
             if status not in DISPENSING:
                 self._refuse(message, "nothing to stop")
+            elif status is PumpStatus.AUTHORIZED and (
+                    self.stop_resets_authorization):
+                self._new_sale()
+                self._set_status(PumpStatus.RESET)
             else:
                 self._set_status(PumpStatus.FILLING_COMPLETED)
         elif command is Command.SWITCH_OFF:

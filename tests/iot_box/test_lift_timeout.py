@@ -112,10 +112,12 @@ class Recording:
 @contextlib.asynccontextmanager
 async def rig(
         tmp_path: pathlib.Path, faults: Faults | None = None,
-        hang_ends_authorization: bool = False) -> AsyncIterator[Rig]:
+        hang_ends_authorization: bool = False,
+        stop_resets_authorization: bool = False) -> AsyncIterator[Rig]:
     pump = SimulatedPump(
         ADDRESS, NOZZLES, faults=faults,
-        hang_ends_authorization=hang_ends_authorization)
+        hang_ends_authorization=hang_ends_authorization,
+        stop_resets_authorization=stop_resets_authorization)
     async with contextlib.AsyncExitStack() as stack:
         server = await stack.enter_async_context(PumpServer([pump]))
         host, port = await server.start_udp()
@@ -399,4 +401,54 @@ def test_restarted_after_recording_the_expiry_adds_nothing(
             await poll(r.driver, 3)
             assert len(r.events(EventKind.AUTHORIZATION_EXPIRED)) == 1
             assert not r.events(EventKind.TRANSACTION_COMPLETED)
+    run(main())
+
+
+def test_pump_back_to_reset_after_stop_is_an_expiry(tmp_path) -> None:
+    """A pump that answers the STOP of an unused authorisation by going
+    back to RESET (no sale to close) still gives one expiry, and the next
+    fill on that nozzle names no command"""
+    async def main() -> None:
+        async with rig(tmp_path, stop_resets_authorization=True) as r:
+            await r.authorized()
+            r.clock.now += TIMEOUT
+            await r.ended()
+            assert r.stops() == 1
+            expired, = r.events(EventKind.AUTHORIZATION_EXPIRED)
+            assert dict(expired.payload) == {
+                'version': 1, 'pump_address': ADDRESS,
+                'authorization': COMMAND, 'nozzle': 1,
+                'station_number': 11, 'lift_timeout': D('180.0')}
+            assert not r.events(EventKind.TRANSACTION_COMPLETED)
+            assert r.outbox.command_result(r.driver.authorization_key) == {}
+            assert r.driver._sale.authorization is None
+            await poll(r.driver, 3)
+            assert len(r.events(EventKind.AUTHORIZATION_EXPIRED)) == 1
+    run(main())
+
+
+def test_restarted_after_stop_reset_records_the_expiry(tmp_path) -> None:
+    """Killed after deciding the STOP, before seeing the pump back to
+    RESET: the restarted driver finds the pump idle and records the expiry
+    once (the earlier run had stopped it: nothing was delivered)"""
+    async def main() -> None:
+        async with rig(tmp_path, stop_resets_authorization=True) as r:
+            await r.authorized()
+            # the run decided the STOP (kept in the outbox) and is gone;
+            # the pump executed it and is back to RESET
+            held = dict(r.outbox.command_result(r.driver.authorization_key))
+            assert held['authorization'] == COMMAND
+            r.outbox.put(
+                r.driver.authorization_key, dict(held, expired=True))
+            r.pump._new_sale()
+            r.pump._set_status(PumpStatus.RESET)
+            r.driver = restarted(r)
+            await until(
+                r.driver, lambda: r.events(EventKind.AUTHORIZATION_EXPIRED),
+                "expiry recorded")
+            await poll(r.driver, 3)
+            expired, = r.events(EventKind.AUTHORIZATION_EXPIRED)
+            assert expired.payload['authorization'] == COMMAND
+            assert not r.events(EventKind.TRANSACTION_COMPLETED)
+            assert r.outbox.command_result(r.driver.authorization_key) == {}
     run(main())

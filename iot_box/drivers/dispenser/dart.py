@@ -556,9 +556,19 @@ class DartDispenserDriver:
 
     def _restore_authorization(self, status: PumpStatus) -> None:
         """At the first status after a start: take up the authorisation
-        kept by an earlier run if the pump still has it, else forget it"""
+        kept by an earlier run if the pump still has it, else forget it
+        (record its expiry when the earlier run had stopped it: a pump
+        back to idle has no sale left to record)"""
         self._restore = False
         held = self._held_authorization
+        if status in IDLE and held.get('expired') and (
+                self._sale.authorization is None):
+            sale = _Sale(
+                authorization=held.get('authorization'),
+                authorized_nozzle=held.get('nozzle'),
+                lift_timeout=float(held.get('lift_timeout') or 0) or None)
+            self._record_expired(sale)
+            return
         if status in IDLE or self._sale.authorization is not None:
             self._drop_authorization()
             return
@@ -576,6 +586,36 @@ class DartDispenserDriver:
             "last run (expires %s%s)", self.device, status.name,
             sale.authorization, sale.authorized_nozzle, expires_at,
             ', stopped' if sale.expired else '')
+
+    def _record_expired(self, sale: _Sale) -> None:
+        """Record the expiry of sale's authorisation, stopped unused, when
+        the pump is back to idle without a sale to close: one event per
+        authorize command (its key), the held authorisation cleared in the
+        same transaction"""
+        nozzle = sale.authorized_nozzle
+        payload = {
+            'version': PAYLOAD_VERSION, 'pump_address': self.address,
+            'authorization': sale.authorization,
+            'nozzle': nozzle,
+            'station_number': self.nozzles.get(nozzle) if nozzle else None,
+            'lift_timeout': (
+                Decimal(str(sale.lift_timeout)) if sale.lift_timeout
+                else None),
+            }
+        event = self.outbox.append_once(
+            EventKind.AUTHORIZATION_EXPIRED, self.device,
+            dt.datetime.now(dt.UTC), payload,
+            key=f'{self.device}:expired:{sale.authorization}',
+            result={'recorded': True}, put={self.authorization_key: {}})
+        self._held_authorization = {}
+        if event is None:
+            logger.info(
+                "%s: expiry of authorisation %s already recorded",
+                self.device, sale.authorization)
+        else:
+            logger.info(
+                "%s: authorisation %s expired unused, the pump back to idle "
+                "(seq %s)", self.device, sale.authorization, event.seq)
 
     def _drop_authorization(self) -> None:
         if self._held_authorization:
@@ -943,6 +983,12 @@ class DartDispenserDriver:
             self._sale = _Sale()
         if self._restore:
             self._restore_authorization(status)
+        elif status in IDLE and not self._sale.closing and (
+                self._sale.expired and not self._sale.flowed):
+            # our STOP ended the unused authorisation without a sale (a
+            # pump that goes back to RESET rather than FILLING_COMPLETED)
+            self._record_expired(self._sale)
+            self._sale = _Sale()
         elif status in IDLE and not self._sale.closing and (
                 self._held_authorization):
             # its sale was recorded, or the pump (reset) forgot it
