@@ -214,26 +214,10 @@ class Event(metaclass=PoolMeta):
                     'fuel_device.msg_post_code_stale',
                     post=post, code=masked,
                     minutes=CODE_MAX_AGE // 60))
-        fills = FuelTransaction.search([
-                ('station', '=', box.station.id),
-                ('state', '=', 'to_pay'),
-                ('nozzle.station_number', 'in', nozzles),
-                ['OR',
-                    ('order', '=', None),
-                    ('order.state', '=', 'draft'),
-                    ],
-                ], order=[('end_date', 'ASC'), ('id', 'ASC')])
-        payable, being_paid = [], []
-        for fill in fills:
-            order = fill.order
-            if order and (len(order.transactions) > 1 or Payment.search([
-                            ('order', '=', order.id),
-                            ('state', 'in', ['draft', 'pending']),
-                            ], limit=1)):
-                # merged with other fills, or a payment is under way
-                being_paid.append(fill)
-            else:
-                payable.append(fill)
+        # merged with other fills, or a payment under way: being paid (the
+        # payment page's rule too)
+        payable, being_paid = FuelTransaction.to_pay_at(
+            box.station, nozzles)
         if len(payable) > 1 or (payable and being_paid):
             raise UserError(gettext(
                     'fuel_device.msg_post_several_fills',

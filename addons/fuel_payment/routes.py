@@ -6,7 +6,11 @@ A channel proves itself by its signature, not by a session or a bearer
 key: the route verifies it with the gateway's platform key before it
 reads anything, and runs without access rights once it has. Each
 provider answers in its channel's words (WeChat 204, Alipay "success",
-Huifu "RECV_ORD_ID_<number>")."""
+Huifu "RECV_ORD_ID_<number>").
+
+The payment page of the printed station and nozzle QR codes has its
+routes at the end: the station's random pay token in the path is all that
+opens it (paypage.py)."""
 from trytond.protocols.wrappers import (
     HTTPStatus,
     Response,
@@ -18,6 +22,7 @@ from trytond.wsgi import app
 
 from .alipay_auth import receive_app_message, receive_authorization
 from .gateway import TransientError
+from .paypage import PayPage
 
 
 @app.route(
@@ -70,3 +75,36 @@ def alipay_app(request, pool, gateway_id):
     and of their cancellation (alipay_auth.py); answered with the plain
     text success as Alipay expects"""
     return receive_app_message(request, pool, gateway_id)
+
+
+# ---- the payment page of the printed QR codes (paypage.py) -------------
+
+@app.route(
+    '/<database_name>/fuel_payment/pay/<token>', methods=['GET'])
+@with_pool
+@with_transaction(readonly=True)
+def pay_station(request, pool, token):
+    "The page of a station's QR code: its nozzles with a fill to pay"
+    return PayPage(request, pool, token).answer('get')
+
+
+@app.route(
+    '/<database_name>/fuel_payment/pay/<token>/<int:nozzle>',
+    methods=['GET', 'POST'])
+@with_pool
+@with_transaction(readonly=False)
+def pay_nozzle(request, pool, token, nozzle):
+    """The page of a nozzle's QR code: GET shows its fill (and is where the
+    wallets' authorizations come back), POST starts paying it"""
+    page = PayPage(request, pool, token, nozzle)
+    return page.answer('post' if request.method == 'POST' else 'get')
+
+
+@app.route(
+    '/<database_name>/fuel_payment/pay/<token>/<int:nozzle>/status',
+    methods=['GET'])
+@with_pool
+@with_transaction(readonly=True)
+def pay_nozzle_status(request, pool, token, nozzle):
+    "JSON for the page to poll: its payment, or the nozzle's fills"
+    return PayPage(request, pool, token, nozzle).answer('status')

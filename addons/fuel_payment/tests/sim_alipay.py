@@ -48,7 +48,10 @@ user, single use, AUTH_CODE_TTL, that `alipay.system.oauth.token`
 (grant_type and code among the signed common parameters) turns into the
 `user_id` or `open_id`, for the calling application or, with an
 app_auth_token, the token's authorizing application; its failures come as
-`error_response`.
+`error_response`. `GET /oauth2/publicAppAuthorize.htm` (beside
+/gateway.do) plays openauth.alipay.com's web page authorization for the
+user `authorize_user`: 302 back to redirect_uri with app_id, source,
+scope, an auth_code and the state.
 
 With `cert_mode`, it is an application in public key certificate mode
 (公钥证书模式): it makes a root CA (and a non-RSA root, which the root SN
@@ -104,6 +107,8 @@ AUTHORIZE_URL = 'https://openauth.alipay.com/oauth2/appToAppAuth.htm'
 # an auth code of my.getAuthCode is valid this long (5 minutes assumed,
 # as WeChat's; Alipay's page on its errors says at most 24 hours) and once
 AUTH_CODE_TTL = 300
+# openauth.alipay.com's web page authorization (网页授权), played here too
+AUTHORIZE_PATH = '/oauth2/publicAppAuthorize.htm'
 # certificate mode: Alipay's answers to a request without or with unknown
 # certificate SNs (sub codes as Alipay's SDKs and users report them:
 # isv.app-cert-not-exist "应用公钥证书不存在" for an SN Alipay does not
@@ -278,6 +283,8 @@ class AlipaySimulator:
         self.bills = {}
         # alipay.system.oauth.token: {code: {app, user, used, expires}}
         self.auth_codes = {}
+        # the Alipay user who passes the web page authorization
+        self.authorize_user = None
 
     # ---- the client's auth codes (my.getAuthCode) -------------------
 
@@ -292,6 +299,38 @@ class AlipaySimulator:
                 seconds=AUTH_CODE_TTL),
             }
         return code
+
+    def authorize(self, request, url):
+        """publicAppAuthorize.htm as Alipay's client meets it for the user
+        `authorize_user`: the application app_id, scope auth_base or
+        auth_user, then 302 to redirect_uri with app_id, source, scope, a
+        new auth_code (get_auth_code) and the state; 400 otherwise"""
+        query = dict(urllib.parse.parse_qsl(url.query))
+        redirect_uri = query.get('redirect_uri', '')
+        if (not query.get('app_id')
+                or query.get('scope') not in {'auth_base', 'auth_user'}
+                or not redirect_uri.startswith(('http://', 'https://'))
+                or not self.authorize_user):
+            request.send_response(400)
+            request.send_header('Content-Length', '0')
+            request.end_headers()
+            return
+        back = {
+            'app_id': query['app_id'],
+            'source': 'alipay_wallet',
+            'scope': query['scope'],
+            'auth_code': self.get_auth_code(
+                query['app_id'], self.authorize_user),
+            }
+        if 'state' in query:
+            back['state'] = query['state']
+        separator = '&' if '?' in redirect_uri else '?'
+        request.send_response(302)
+        request.send_header(
+            'Location',
+            redirect_uri + separator + urllib.parse.urlencode(back))
+        request.send_header('Content-Length', '0')
+        request.end_headers()
 
     def expire_auth_code(self, code):
         self.auth_codes[code]['expires'] = dt.datetime.now() - (
@@ -409,6 +448,10 @@ class AlipaySimulator:
 
     def handle(self, request):
         url = urllib.parse.urlsplit(request.path)
+        if url.path == AUTHORIZE_PATH:
+            with self.lock:
+                self.authorize(request, url)
+            return
         if url.path == '/bill':
             token = urllib.parse.parse_qs(url.query).get('token', [''])[0]
             content = self.bills.pop(token, b'')

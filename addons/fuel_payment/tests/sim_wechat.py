@@ -37,7 +37,9 @@ come from `wx_login` / `oauth_code` (the client's side), are bound to one
 app and one kind, single use (40163) and expire after LOGIN_CODE_TTL
 (40029, as an unknown code); `login_error` sets the errcode of the next
 login call (45011, -1). These answers are not signed (WeChat signs only
-WeChat Pay's)."""
+WeChat Pay's). `GET /connect/oauth2/authorize` plays open.weixin.qq.com's
+web page authorization for the user `authorize_openid`: 302 back to
+redirect_uri with a code and the state."""
 import base64
 import datetime as dt
 import gzip
@@ -65,6 +67,8 @@ LOGIN_PATHS = {
     '/sns/jscode2session': ('mini_program', 'js_code'),
     '/sns/oauth2/access_token': ('jsapi', 'code'),
     }
+# open.weixin.qq.com's web page authorization (网页授权), played here too
+AUTHORIZE_PATH = '/connect/oauth2/authorize'
 PARTNER = '/v3/pay/partner/transactions'
 DIRECT = '/v3/pay/transactions'
 # the fee rate the simulated merchant pays (0.6 %), rounded to the fen
@@ -220,6 +224,8 @@ class WeChatSimulator:
         self.app_secrets = {}
         self.login_codes = {}
         self.login_error = None
+        # the WeChat user who passes the web page authorization
+        self.authorize_openid = None
         self.certificates = []
         self.certificates_api_key = None
         self.certificates_signer = None
@@ -388,6 +394,11 @@ class WeChatSimulator:
         length = int(request.headers.get('Content-Length') or 0)
         body = request.rfile.read(length).decode() if length else ''
         url = urllib.parse.urlsplit(request.path)
+        if url.path == AUTHORIZE_PATH:
+            with self.lock:
+                self.requests.append((method, url.path))
+                self.authorize(request, url)
+            return
         if url.path in LOGIN_PATHS:
             with self.lock:
                 # the query holds the secret: only the path is recorded
@@ -437,6 +448,36 @@ class WeChatSimulator:
 
     def expire_code(self, code):
         self.login_codes[code]['expires'] = time.time() - 1
+
+    def authorize(self, request, url):
+        """open.weixin.qq.com/connect/oauth2/authorize as WeChat's browser
+        meets it for the user `authorize_openid`: an official account it
+        knows (an AppSecret made), response_type code, scope snsapi_base
+        or snsapi_userinfo, then 302 to redirect_uri with a new code
+        (oauth_code) and the state; a plain 400 page otherwise"""
+        query = dict(urllib.parse.parse_qsl(url.query))
+        redirect_uri = query.get('redirect_uri', '')
+        if (query.get('appid') not in self.app_secrets
+                or query.get('response_type') != 'code'
+                or query.get('scope') not in {
+                    'snsapi_base', 'snsapi_userinfo'}
+                or not redirect_uri.startswith(('http://', 'https://'))
+                or not self.authorize_openid):
+            request.send_response(400)
+            request.send_header('Content-Length', '0')
+            request.end_headers()
+            return
+        code = self.issue_code(query['appid'], self.authorize_openid, 'jsapi')
+        back = {'code': code}
+        if 'state' in query:
+            back['state'] = query['state']
+        separator = '&' if '?' in redirect_uri else '?'
+        request.send_response(302)
+        request.send_header(
+            'Location',
+            redirect_uri + separator + urllib.parse.urlencode(back))
+        request.send_header('Content-Length', '0')
+        request.end_headers()
 
     def login_answer(self, request, data):
         body = json.dumps(data).encode()
