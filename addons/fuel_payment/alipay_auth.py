@@ -176,11 +176,7 @@ class Gateway(metaclass=PoolMeta):
 
     def auth_refresh_token(self):
         "Return the refresh token of the Alipay authorization, read by SQL"
-        table = self.__table__()
-        cursor = Transaction().connection.cursor()
-        cursor.execute(*table.select(
-                table.app_refresh_token, where=table.id == self.id))
-        token, = cursor.fetchone()
+        token, = self._read_secrets('app_refresh_token')
         return token
 
     def alipay_authorization(self, info):
@@ -266,11 +262,7 @@ class Gateway(metaclass=PoolMeta):
         if not gateways:
             return None
         gateway, = gateways
-        table = cls.__table__()
-        cursor = Transaction().connection.cursor()
-        cursor.execute(*table.select(
-                table.auth_request, where=table.id == gateway.id))
-        stored, = cursor.fetchone()
+        stored, = gateway._read_secrets('auth_request')
         if (not stored
                 or not hmac.compare_digest(stored, digest(nonce))
                 or not gateway.auth_request_expiry

@@ -525,15 +525,21 @@ class Gateway(ModelSQL, ModelView):
         calls use: the platform account, else the gateway itself"""
         return self.platform_account or self
 
-    def secrets(self):
-        """Return the private key and API key, read by SQL: the platform
-        account's for a gateway on one"""
+    def _read_secrets(self, *names, gateway=None):
+        """Return the values of the secret columns names of gateway (this
+        one by default), read by SQL: the ORM never reads them"""
         table = self.__table__()
         cursor = Transaction().connection.cursor()
         cursor.execute(*table.select(
-                table.private_key, table.api_key,
-                where=table.id == self.account.id))
+                *(getattr(table, n) for n in names),
+                where=table.id == (gateway or self).id))
         return cursor.fetchone()
+
+    def secrets(self):
+        """Return the private key and API key, read by SQL: the platform
+        account's for a gateway on one"""
+        return self._read_secrets(
+            'private_key', 'api_key', gateway=self.account)
 
     def credentials(self):
         """Return the Credentials the provider uses: those of the platform
@@ -549,20 +555,12 @@ class Gateway(ModelSQL, ModelView):
 
     def bill_secret(self):
         "Return JD Pay's bill key or None, read by SQL"
-        table = self.__table__()
-        cursor = Transaction().connection.cursor()
-        cursor.execute(*table.select(
-                table.bill_key, where=table.id == self.id))
-        key, = cursor.fetchone()
+        key, = self._read_secrets('bill_key')
         return key
 
     def auth_token(self):
         "Return Alipay's app_auth_token (ISV mode) or None, read by SQL"
-        table = self.__table__()
-        cursor = Transaction().connection.cursor()
-        cursor.execute(*table.select(
-                table.app_auth_token, where=table.id == self.id))
-        token, = cursor.fetchone()
+        token, = self._read_secrets('app_auth_token')
         return token
 
     @property
