@@ -103,10 +103,10 @@ def prepay_station(server, simulator, tmp_path_factory):
         os.close(master)
 
 
-def test_face_prepays_a_fill_up_at_the_post(prepay_station, simulator):
-    """Nozzle 2 lifted, no fill to pay, a face at the post: 200.00 taken,
-    the nozzle authorized with it, 10 litres sold, the rest refunded"""
-    station, device = prepay_station
+def lift_calling(station):
+    """Start the station under the pre-pay policy, its post's reader
+    connected, and lift NOZZLE without authorisation: calling; return its
+    pump"""
     station.start()
     for nozzle in POST_NOZZLES:
         station.loop.until(
@@ -125,6 +125,14 @@ def test_face_prepays_a_fill_up_at_the_post(prepay_station, simulator):
     station.loop.until(
         lambda: station.app._calling(POST_NOZZLES) == [NOZZLE],
         what=f"nozzle {NOZZLE} calling")
+    return pump
+
+
+def test_face_prepays_a_fill_up_at_the_post(prepay_station, simulator):
+    """Nozzle 2 lifted, no fill to pay, a face at the post: 200.00 taken,
+    the nozzle authorized with it, 10 litres sold, the rest refunded"""
+    station, device = prepay_station
+    pump = lift_calling(station)
     events_before = call(station.admin, 'fuel.device.event', 'search', [
             ('kind', '=', 'payment_code')], 0, None, None)
 
@@ -211,24 +219,7 @@ def test_unused_prepay_is_given_back(prepay_station, simulator):
     call(admin, 'fuel.station', 'write', stations,
         {'prepay_lift_timeout': LIFT_TIMEOUT})
     try:
-        station.start()
-        for nozzle in POST_NOZZLES:
-            station.loop.until(
-                lambda n=nozzle: station.prices(n) is not None,
-                what=f"nozzle {nozzle} programmed")
-        station.loop.until(
-            lambda: station.app.posts['post-1'].status == 'connected',
-            what="the post's reader")
-        station.loop.until(
-            lambda: station.app.policy is not None
-            and station.app.policy.authorization == 'prepay',
-            what="the pre-pay policy")
-        station.clear_post()
-        pump, _ = station.pump(NOZZLE)
-        station.lift(NOZZLE, authorised=False)
-        station.loop.until(
-            lambda: station.app._calling(POST_NOZZLES) == [NOZZLE],
-            what=f"nozzle {NOZZLE} calling")
+        pump = lift_calling(station)
         before = station.last_id()
         events_before = call(admin, 'fuel.device.event', 'search', [
                 ('kind', 'in', ['payment_code', 'authorization_expired'])],

@@ -623,7 +623,11 @@ class AlipayProvider(Provider):
             return 400, 'failure', 'text/plain'
         return 200, 'success', 'text/plain'
 
-    def parse_notification(self, headers, body):
+    def _verified_params(self, body):
+        """The form fields Alipay posted in body, verified (sorted pairs
+        without sign and sign_type, the application's Alipay key or
+        certificate) and addressed to the gateway's application; raise
+        ForgedNotification"""
         params = dict(urllib.parse.parse_qsl(
                 body or '', keep_blank_values=True))
         signature = params.pop('sign', None)
@@ -637,6 +641,10 @@ class AlipayProvider(Provider):
             raise ForgedNotification("signature")
         if params.get('app_id') != self.credentials.app:
             raise ForgedNotification("another application")
+        return params
+
+    def parse_notification(self, headers, body):
+        params = self._verified_params(body)
         # ISV on a platform account: the operator's application its
         # authorization was checked for (Set Keys)
         if (self.auth_token and self.gateway.auth_app
@@ -661,19 +669,7 @@ class AlipayProvider(Provider):
         service); verified as a payment notification is (sorted pairs
         without sign and sign_type, the application's Alipay key or
         certificate). Return an AppMessage; raise ForgedNotification."""
-        params = dict(urllib.parse.parse_qsl(
-                body or '', keep_blank_values=True))
-        signature = params.pop('sign', None)
-        if not signature:
-            raise ForgedNotification("no signature")
-        try:
-            verified = self.client.verify(dict(params), signature)
-        except (AliPayException, ValueError, TypeError) as exception:
-            raise ForgedNotification(type(exception).__name__) from None
-        if not verified:
-            raise ForgedNotification("signature")
-        if params.get('app_id') != self.credentials.app:
-            raise ForgedNotification("another application")
+        params = self._verified_params(body)
         if not params.get('notify_id'):
             raise ForgedNotification("incomplete")
         try:
